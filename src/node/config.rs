@@ -1,0 +1,93 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Multiaddr;
+use crate::transport::TransportConfig;
+
+/// Everything a node's event loop can be told. Defaults follow the seed's `NetworkConfig`
+/// (`max_connections` 100, `connection_timeout` 30 s, `idle_timeout` 300 s); the rest are
+/// documented on each field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// Addresses to listen on. Empty: dial-only.
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialed at start and redialed with backoff whenever the connection is lost.
+    /// Normally `/…/p2p/<PeerId>` so the identity is pinned.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Established plus handshaking connections, inbound and outbound (default 100).
+    pub max_connections: usize,
+    /// Inbound connections from one IP address (default 8).
+    pub max_connections_per_ip: usize,
+    /// Exempt loopback addresses from the per-IP limit (default true), so that one-machine
+    /// networks of hundreds of nodes work.
+    pub per_ip_limit_exempt_loopback: bool,
+    /// Whole-dial timeout: connect plus handshake (default 30 s, the seed's value).
+    #[serde(with = "super::duration_secs")]
+    pub connection_timeout: Duration,
+    /// Close a connection that carried no protocol message either way for this long
+    /// (default 300 s, the seed's value). Pings do not count; bootstrap peers are kept.
+    #[serde(with = "super::duration_secs")]
+    pub idle_timeout: Duration,
+    /// Ping a peer we have heard nothing from for this long (default 15 s).
+    #[serde(with = "super::duration_secs")]
+    pub keepalive_interval: Duration,
+    /// Close a connection on which nothing at all arrived for this long (default 45 s).
+    #[serde(with = "super::duration_secs")]
+    pub keepalive_timeout: Duration,
+    /// First delay before redialing a lost bootstrap peer (default 1 s); doubles per failure.
+    #[serde(with = "super::duration_secs")]
+    pub reconnect_initial_backoff: Duration,
+    /// Largest delay between bootstrap redials (default 60 s).
+    #[serde(with = "super::duration_secs")]
+    pub reconnect_max_backoff: Duration,
+    /// Messages queued for one protocol handler before the connections delivering to it wait
+    /// (default 1024).
+    pub handler_queue: usize,
+    /// Transport settings.
+    pub transport: TransportConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            max_connections: 100,
+            max_connections_per_ip: 8,
+            per_ip_limit_exempt_loopback: true,
+            connection_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_timeout: Duration::from_secs(45),
+            reconnect_initial_backoff: Duration::from_secs(1),
+            reconnect_max_backoff: Duration::from_secs(60),
+            handler_queue: 1024,
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks values that would make the node misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.transport.limits;
+        if l.max_reassembly_bytes < l.max_message_size {
+            return Err("transport.limits.max_reassembly_bytes must be at least max_message_size".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.keepalive_timeout <= self.keepalive_interval {
+            return Err("keepalive_timeout must be longer than keepalive_interval".into());
+        }
+        if self.handler_queue == 0 {
+            return Err("handler_queue must be at least 1".into());
+        }
+        if self.reconnect_initial_backoff.is_zero() {
+            return Err("reconnect_initial_backoff must be positive".into());
+        }
+        Ok(())
+    }
+}
