@@ -29,3 +29,44 @@ pub use address::{Multiaddr, MultiaddrError, Protocol as AddrProtocol};
 pub use identity::{Keypair, PeerId, PublicKey};
 pub use node::{Node, NodeConfig, NodeError, NodeEvent, NodeHandle};
 pub use wire::{Envelope, ProtocolId};
+
+/// Hooks for the benchmarks in `benches/`: the raw QUIC endpoint with exactly the TLS
+/// configuration our transport uses, so "raw quinn stream with the same crypto" is measured
+/// against the same handshake and ciphers. Not part of the supported API.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::net::SocketAddr;
+
+    use crate::identity::{Keypair, PeerId};
+    use crate::transport::{TransportConfig, TransportError};
+
+    /// A quinn endpoint (server and client) with our TLS configuration.
+    pub fn quic_endpoint(
+        bind: SocketAddr,
+        keypair: &Keypair,
+        cfg: &TransportConfig,
+    ) -> Result<quinn::Endpoint, TransportError> {
+        crate::transport::quic::endpoint(bind, keypair, cfg)
+    }
+
+    /// Dials with our TLS configuration; returns the raw quinn connection.
+    pub async fn quic_dial(
+        ep: &quinn::Endpoint,
+        addr: SocketAddr,
+        keypair: &Keypair,
+        expected: Option<PeerId>,
+        cfg: &TransportConfig,
+    ) -> Result<quinn::Connection, TransportError> {
+        crate::transport::quic::dial(ep, addr, keypair, expected, cfg)
+            .await
+            .map(|(c, _)| c)
+    }
+
+    /// Accepts with our TLS configuration; returns the raw quinn connection.
+    pub async fn quic_accept(
+        incoming: quinn::Incoming,
+        local: PeerId,
+    ) -> Result<quinn::Connection, TransportError> {
+        crate::transport::quic::accept(incoming, local).await.map(|(c, _)| c)
+    }
+}

@@ -134,14 +134,20 @@ mod tests {
     use crate::identity::Keypair;
 
     #[test]
-    fn known_vector_matches_the_ecosystem_form() {
-        // All-zero secret seed: public key 3b6a27bc…; other tools print this id for it.
-        let kp = Keypair::from_secret_bytes([0u8; 32]);
+    fn spec_test_vector() {
+        // The Ed25519 private key from the libp2p peer-id spec's test vectors; every
+        // implementation prints this PeerId for it.
+        let hex = "080112407e0830617c4a7de83925dfb2694556b12936c477a0e1feb2e148ec9da60fee7d\
+                   1ed1e8fae2c4a144b8be8fd4b47bf3d3b34b871c3cacf6010f0e42d474fce27e";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let kp = Keypair::from_protobuf_encoding(&bytes).unwrap();
         let id = kp.peer_id();
-        let text = id.to_string();
-        assert!(text.starts_with("12D3KooW"), "{text}");
-        assert_eq!(text.len(), 52);
-        assert_eq!(text.parse::<PeerId>().unwrap(), id);
+        assert_eq!(id.to_string(), "12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3pq");
+        assert_eq!(id.to_string().parse::<PeerId>().unwrap(), id);
+        assert_eq!(kp.to_protobuf_encoding(), bytes);
     }
 
     #[test]
