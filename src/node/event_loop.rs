@@ -343,12 +343,13 @@ impl EventLoop {
                     .remove_if(&peer, |_, pc| pc.handle.info().id == id);
                 if let Some((_, pc)) = current {
                     self.closed_event(peer, &pc.handle.info().remote_addr, &reason.to_string());
-                    for (i, b) in self.bootstrap.iter_mut().enumerate() {
-                        if b.peer == Some(peer) {
-                            b.peer = None;
-                            b.next_attempt = Some(Instant::now() + b.backoff);
-                            tracing::debug!(bootstrap = i, "bootstrap peer lost, redialing");
-                        }
+                    let lost: Vec<usize> = (0..self.bootstrap.len())
+                        .filter(|&i| self.bootstrap[i].peer == Some(peer))
+                        .collect();
+                    for i in lost {
+                        tracing::debug!(bootstrap = i, "bootstrap peer lost, redialing");
+                        self.bootstrap[i].peer = None;
+                        self.schedule_bootstrap_retry(i);
                     }
                 }
             }
@@ -462,6 +463,12 @@ impl EventLoop {
     }
 
     fn bootstrap_failed(&mut self, i: usize) {
+        self.schedule_bootstrap_retry(i);
+    }
+
+    /// Next attempt after the current delay; each further failure doubles the delay
+    /// (1, 2, 4 … s by default) up to `reconnect_max_backoff`.
+    fn schedule_bootstrap_retry(&mut self, i: usize) {
         let max = self.config.reconnect_max_backoff;
         if let Some(b) = self.bootstrap.get_mut(i) {
             b.next_attempt = Some(Instant::now() + b.backoff);
