@@ -31,7 +31,11 @@ pub fn multiaddr_parse(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(a) = Multiaddr::from_str(s) {
             let printed = a.to_string();
-            assert_eq!(Multiaddr::from_str(&printed).ok(), Some(a), "multiaddr round trip");
+            assert_eq!(
+                Multiaddr::from_str(&printed).ok(),
+                Some(a),
+                "multiaddr round trip"
+            );
         }
     }
 }
@@ -40,7 +44,11 @@ pub fn multiaddr_parse(data: &[u8]) {
 pub fn peer_id_parse(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(p) = PeerId::from_str(s) {
-            assert_eq!(p.to_string().parse::<PeerId>().ok(), Some(p), "peer id round trip");
+            assert_eq!(
+                p.to_string().parse::<PeerId>().ok(),
+                Some(p),
+                "peer id round trip"
+            );
         }
     }
     let _ = PeerId::from_bytes(data);

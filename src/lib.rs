@@ -67,6 +67,13 @@ pub mod bench_support {
         incoming: quinn::Incoming,
         local: PeerId,
     ) -> Result<quinn::Connection, TransportError> {
-        crate::transport::quic::accept(incoming, local).await.map(|(c, _)| c)
+        crate::transport::quic::accept(incoming, local)
+            .await
+            .map(|(c, _)| c)
     }
 }
+
+/// The README's Rust examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -48,8 +48,12 @@ async fn expect_closed(mut s: TcpStream) {
 /// An honest peer can still connect and get answers.
 async fn still_serves(n: &NodeHandle) {
     let honest = node("/ip4/127.0.0.1/tcp/0").await;
-    within(T, "honest dial", honest.dial(dial_addr(n))).await.unwrap();
-    within(T, "honest ping", honest.ping(n.local_peer_id())).await.unwrap();
+    within(T, "honest dial", honest.dial(dial_addr(n)))
+        .await
+        .unwrap();
+    within(T, "honest ping", honest.ping(n.local_peer_id()))
+        .await
+        .unwrap();
     honest.shutdown().await;
     assert_eq!(panics(), 0, "a task panicked");
 }
@@ -60,9 +64,16 @@ async fn raw_session(n: &NodeHandle) -> SecureStream {
     let s = TcpStream::connect(socket(n)).await.unwrap();
     let (r, w) = s.into_split();
     let id = NoiseIdentity::new(&Keypair::generate()).unwrap();
-    handshake(Box::new(r), Box::new(w), &id, Role::Initiator, Some(n.local_peer_id()), &Limits::default())
-        .await
-        .unwrap()
+    handshake(
+        Box::new(r),
+        Box::new(w),
+        &id,
+        Role::Initiator,
+        Some(n.local_peer_id()),
+        &Limits::default(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -84,7 +95,9 @@ async fn truncated_handshake_times_out() {
     let n = victim().await;
     let mut s = TcpStream::connect(socket(&n)).await.unwrap();
     // Announce a 32-byte first message and send 10 bytes of it, then go silent.
-    s.write_all(&[0, 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await.unwrap();
+    s.write_all(&[0, 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+        .await
+        .unwrap();
     expect_closed(s).await;
     still_serves(&n).await;
     n.shutdown().await;
@@ -108,7 +121,10 @@ async fn frame_that_fails_decryption_closes_the_connection() {
     let mut frame = vec![0u8, 48];
     frame.extend((0..48).map(|_| rand::random::<u8>()));
     session.write_raw(&frame).await.unwrap();
-    within(T, "closed", async { while session.read_frame().await.is_ok() {} }).await;
+    within(T, "closed", async {
+        while session.read_frame().await.is_ok() {}
+    })
+    .await;
     still_serves(&n).await;
     n.shutdown().await;
 }
@@ -118,7 +134,10 @@ async fn frame_shorter_than_its_tag_closes_the_connection() {
     let n = victim().await;
     let mut session = raw_session(&n).await;
     session.write_raw(&[0, 3, 1, 2, 3]).await.unwrap();
-    within(T, "closed", async { while session.read_frame().await.is_ok() {} }).await;
+    within(T, "closed", async {
+        while session.read_frame().await.is_ok() {}
+    })
+    .await;
     still_serves(&n).await;
     n.shutdown().await;
 }
@@ -128,10 +147,18 @@ async fn message_announcing_more_than_the_limit_closes_the_connection() {
     let n = victim().await;
     let mut session = raw_session(&n).await;
     let mut plain = Vec::new();
-    MuxHeader { id: 1, total_len: Some(u32::MAX), last: false }.encode(&mut plain);
+    MuxHeader {
+        id: 1,
+        total_len: Some(u32::MAX),
+        last: false,
+    }
+    .encode(&mut plain);
     plain.extend_from_slice(b"tiny");
     session.write_frame(&plain).await.unwrap();
-    within(T, "closed", async { while session.read_frame().await.is_ok() {} }).await;
+    within(T, "closed", async {
+        while session.read_frame().await.is_ok() {}
+    })
+    .await;
     still_serves(&n).await;
     n.shutdown().await;
 }
@@ -143,10 +170,18 @@ async fn malformed_envelope_inside_a_valid_session_closes_it() {
     // Give the node a moment to register the connection: wait until it counts one.
     wait_for(T, "registration", || n.connected_count() == 1).await;
     let mut plain = Vec::new();
-    MuxHeader { id: 1, total_len: Some(3), last: true }.encode(&mut plain);
+    MuxHeader {
+        id: 1,
+        total_len: Some(3),
+        last: true,
+    }
+    .encode(&mut plain);
     plain.extend_from_slice(&[0xff, 0xff, 0xff]);
     session.write_frame(&plain).await.unwrap();
-    within(T, "closed", async { while session.read_frame().await.is_ok() {} }).await;
+    within(T, "closed", async {
+        while session.read_frame().await.is_ok() {}
+    })
+    .await;
     assert_eq!(n.metrics().malformed, 1);
     still_serves(&n).await;
     n.shutdown().await;
@@ -159,7 +194,11 @@ struct Tap<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Tap<W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
             self.log.lock().unwrap().extend_from_slice(&buf[..*n]);
@@ -182,10 +221,20 @@ async fn replayed_handshake_is_rejected() {
     let (r, w) = s.into_split();
     let log = Arc::new(Mutex::new(Vec::new()));
     let id = NoiseIdentity::new(&Keypair::generate()).unwrap();
-    let tap = Tap { inner: w, log: log.clone() };
-    let _session = handshake(Box::new(r), Box::new(tap), &id, Role::Initiator, None, &Limits::default())
-        .await
-        .unwrap();
+    let tap = Tap {
+        inner: w,
+        log: log.clone(),
+    };
+    let _session = handshake(
+        Box::new(r),
+        Box::new(tap),
+        &id,
+        Role::Initiator,
+        None,
+        &Limits::default(),
+    )
+    .await
+    .unwrap();
     let recorded = log.lock().unwrap().clone();
     assert!(recorded.len() > 32);
     // Replay them on a fresh connection: the node's new ephemeral key makes message 3 fail.
@@ -193,7 +242,10 @@ async fn replayed_handshake_is_rejected() {
     let mut s = TcpStream::connect(socket(&n)).await.unwrap();
     s.write_all(&recorded).await.unwrap();
     expect_closed(s).await;
-    wait_for(T, "replay counted as a failed handshake", || n.metrics().handshake_failures > before).await;
+    wait_for(T, "replay counted as a failed handshake", || {
+        n.metrics().handshake_failures > before
+    })
+    .await;
     still_serves(&n).await;
     n.shutdown().await;
 }
@@ -209,8 +261,12 @@ async fn garbage_datagrams_at_a_quic_listener_are_ignored() {
         let _ = sock.send_to(&junk, target).await;
     }
     let honest = node("/ip4/127.0.0.1/udp/0/quic-v1").await;
-    within(T, "honest QUIC dial", honest.dial(dial_addr(&n))).await.unwrap();
-    within(T, "honest ping", honest.ping(n.local_peer_id())).await.unwrap();
+    within(T, "honest QUIC dial", honest.dial(dial_addr(&n)))
+        .await
+        .unwrap();
+    within(T, "honest ping", honest.ping(n.local_peer_id()))
+        .await
+        .unwrap();
     assert_eq!(panics(), 0);
     honest.shutdown().await;
     n.shutdown().await;

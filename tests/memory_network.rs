@@ -23,11 +23,20 @@ async fn two_hundred_memory_nodes_join_through_one_bootstrap_node() {
         let b = hub_addr.clone();
         nodes.push(node_with("/memory/0", move |c| c.bootstrap = vec![b]).await);
     }
-    wait_for(T, "200 nodes connected to the hub", || hub.connected_count() == 200).await;
+    wait_for(T, "200 nodes connected to the hub", || {
+        hub.connected_count() == 200
+    })
+    .await;
     let p = proto("/test/hello");
     let mut rx = hub.register(p.clone()).unwrap();
     for n in &nodes {
-        n.send(hub.local_peer_id(), &p, Bytes::from(n.local_peer_id().to_string())).await.unwrap();
+        n.send(
+            hub.local_peer_id(),
+            &p,
+            Bytes::from(n.local_peer_id().to_string()),
+        )
+        .await
+        .unwrap();
     }
     let mut senders = std::collections::HashSet::new();
     for _ in 0..200 {
@@ -77,8 +86,14 @@ async fn a_peer_that_stops_answering_is_dropped_after_the_keepalive_timeout() {
     let cfg = NodeConfig::default();
     // The silence is counted from the last byte received (the handshake), a few virtual
     // milliseconds before `start`.
-    assert!(waited + Duration::from_secs(1) >= cfg.keepalive_timeout, "closed too early: {waited:?} ({reason})");
-    assert!(waited <= cfg.keepalive_timeout + Duration::from_secs(10), "closed late: {waited:?}");
+    assert!(
+        waited + Duration::from_secs(1) >= cfg.keepalive_timeout,
+        "closed too early: {waited:?} ({reason})"
+    );
+    assert!(
+        waited <= cfg.keepalive_timeout + Duration::from_secs(10),
+        "closed late: {waited:?}"
+    );
     drop(conn);
     a.shutdown().await;
 }
@@ -96,18 +111,29 @@ async fn idle_connections_close_but_bootstrap_peers_stay() {
         })
         .await
     };
-    within(T, "dial", casual.dial(hub_addr.clone())).await.unwrap();
+    within(T, "dial", casual.dial(hub_addr.clone()))
+        .await
+        .unwrap();
     wait_for(T, "both connected", || hub.connected_count() == 2).await;
     // Traffic resets the idle clock.
     let p = proto("/test/traffic");
     let mut rx = hub.register(p.clone()).unwrap();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    casual.send(hub.local_peer_id(), &p, Bytes::from_static(b"x")).await.unwrap();
+    casual
+        .send(hub.local_peer_id(), &p, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
     recv(&mut rx, T).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(casual.is_connected(&hub.local_peer_id()), "closed despite recent traffic");
+    assert!(
+        casual.is_connected(&hub.local_peer_id()),
+        "closed despite recent traffic"
+    );
     // Then 30 s of nothing: the casual connection goes, the bootstrap link stays.
-    wait_for(T, "idle close", || !casual.is_connected(&hub.local_peer_id())).await;
+    wait_for(T, "idle close", || {
+        !casual.is_connected(&hub.local_peer_id())
+    })
+    .await;
     assert!(keeper.is_connected(&hub.local_peer_id()));
     for n in [hub, casual, keeper] {
         n.shutdown().await;
@@ -134,7 +160,10 @@ async fn lost_bootstrap_peer_is_redialed_with_backoff() {
     })
     .await;
     let mut events = b.events();
-    wait_for(T, "bootstrap connection", || b.is_connected(&hub_key.peer_id())).await;
+    wait_for(T, "bootstrap connection", || {
+        b.is_connected(&hub_key.peer_id())
+    })
+    .await;
 
     hub.shutdown().await;
     let down_at = tokio::time::Instant::now();
@@ -148,8 +177,15 @@ async fn lost_bootstrap_peer_is_redialed_with_backoff() {
         }
     })
     .await;
-    let gaps: Vec<u64> = failures.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
-    assert_eq!(gaps, vec![2, 4, 8, 8], "backoff gaps {gaps:?} (failures at {failures:?})");
+    let gaps: Vec<u64> = failures
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs())
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![2, 4, 8, 8],
+        "backoff gaps {gaps:?} (failures at {failures:?})"
+    );
 
     // The hub comes back on the same address with the same identity: b reconnects by itself.
     let hub = Node::spawn(hub_key.clone(), hub_cfg).await.unwrap();

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use ggen_p2p::PeerId;
 use ggen_p2p::node::{NodeError, NodeEvent};
 use ggen_p2p::transport::TransportError;
-use ggen_p2p::PeerId;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -23,12 +23,16 @@ async fn exchange_both_ways(listen: &str) {
 
     let peer = within(T, "dial", b.dial(dial_addr(&a))).await.unwrap();
     assert_eq!(peer, a.local_peer_id());
-    b.send(a.local_peer_id(), &p, Bytes::from_static(b"hello a")).await.unwrap();
+    b.send(a.local_peer_id(), &p, Bytes::from_static(b"hello a"))
+        .await
+        .unwrap();
     let m = recv(&mut rx_a, T).await;
     assert_eq!(m.peer, b.local_peer_id());
     assert_eq!(&m.payload[..], b"hello a");
     // The reply goes over the connection b opened.
-    a.send(b.local_peer_id(), &p, Bytes::from_static(b"hello b")).await.unwrap();
+    a.send(b.local_peer_id(), &p, Bytes::from_static(b"hello b"))
+        .await
+        .unwrap();
     let m = recv(&mut rx_b, T).await;
     assert_eq!(m.peer, a.local_peer_id());
     assert_eq!(&m.payload[..], b"hello b");
@@ -63,9 +67,13 @@ async fn wrong_peer_id_fails(listen: &str) {
     let a = node(listen).await;
     let b = node(listen).await;
     let imposter = PeerId::random();
-    let err = within(T, "dial", b.dial(a.listen_addrs()[0].with_peer_id(imposter)))
-        .await
-        .unwrap_err();
+    let err = within(
+        T,
+        "dial",
+        b.dial(a.listen_addrs()[0].with_peer_id(imposter)),
+    )
+    .await
+    .unwrap_err();
     match &err {
         NodeError::Transport(TransportError::PeerIdMismatch { expected, actual }) => {
             assert_eq!(*expected, imposter);
@@ -102,7 +110,10 @@ async fn many_nodes_mesh(listen: &str, n: usize) {
         let b = boot_addr.clone();
         nodes.push(node_with(listen, move |c| c.bootstrap = vec![b]).await);
     }
-    wait_for(T * 3, "all nodes to reach the bootstrap node", || boot.connected_count() == n).await;
+    wait_for(T * 3, "all nodes to reach the bootstrap node", || {
+        boot.connected_count() == n
+    })
+    .await;
 
     // Everyone dials everyone with a higher index: a full mesh of n+1 nodes.
     let mut dials = Vec::new();
@@ -122,10 +133,15 @@ async fn many_nodes_mesh(listen: &str, n: usize) {
 
     // Every node sends one message to its successor; each arrives from the right sender.
     let p = proto("/test/mesh");
-    let mut rxs: Vec<_> = nodes.iter().map(|x| x.register(p.clone()).unwrap()).collect();
+    let mut rxs: Vec<_> = nodes
+        .iter()
+        .map(|x| x.register(p.clone()).unwrap())
+        .collect();
     for (i, x) in nodes.iter().enumerate() {
         let to = nodes[(i + 1) % n].local_peer_id();
-        x.send(to, &p, Bytes::from(format!("from {i}"))).await.unwrap();
+        x.send(to, &p, Bytes::from(format!("from {i}")))
+            .await
+            .unwrap();
     }
     for (i, rx) in rxs.iter_mut().enumerate() {
         let m = recv(rx, T).await;
@@ -159,9 +175,14 @@ async fn small_overtakes_large(listen: &str) {
     within(T, "dial", a.dial(dial_addr(&b))).await.unwrap();
     let to = b.local_peer_id();
 
-    let payload: Bytes = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let payload: Bytes = (0..8 * 1024 * 1024u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
     a.send(to, &big, payload.clone()).await.unwrap();
-    a.send(to, &small, Bytes::from_static(b"urgent")).await.unwrap();
+    a.send(to, &small, Bytes::from_static(b"urgent"))
+        .await
+        .unwrap();
 
     let first = within(T, "either message", async {
         tokio::select! {
@@ -170,7 +191,10 @@ async fn small_overtakes_large(listen: &str) {
         }
     })
     .await;
-    assert_eq!(first.0, "small", "the small message waited for the 8 MiB one");
+    assert_eq!(
+        first.0, "small",
+        "the small message waited for the 8 MiB one"
+    );
     assert_eq!(&first.1.unwrap().payload[..], b"urgent");
     let m = recv(&mut rx_big, T).await;
     assert_eq!(m.payload, payload, "the 8 MiB message arrives intact");
@@ -203,7 +227,9 @@ async fn simultaneous_dial(listen: &str) {
         .await;
         let p = proto("/test/after-race");
         let mut rx = b.register(p.clone()).unwrap();
-        a.send(b.local_peer_id(), &p, Bytes::from_static(b"ok")).await.unwrap();
+        a.send(b.local_peer_id(), &p, Bytes::from_static(b"ok"))
+            .await
+            .unwrap();
         assert_eq!(&recv(&mut rx, T).await.payload[..], b"ok");
         a.shutdown().await;
         b.shutdown().await;
@@ -228,10 +254,18 @@ async fn connection_limit_refuses_extra_peers_and_the_node_goes_on() {
     for _ in 0..3 {
         peers.push(node("/ip4/127.0.0.1/tcp/0").await);
     }
-    within(T, "dial 1", peers[0].dial(dial_addr(&hub))).await.unwrap();
-    within(T, "dial 2", peers[1].dial(dial_addr(&hub))).await.unwrap();
+    within(T, "dial 1", peers[0].dial(dial_addr(&hub)))
+        .await
+        .unwrap();
+    within(T, "dial 2", peers[1].dial(dial_addr(&hub)))
+        .await
+        .unwrap();
     // The third is dropped before its handshake: the dial fails.
-    assert!(within(T, "dial 3", peers[2].dial(dial_addr(&hub))).await.is_err());
+    assert!(
+        within(T, "dial 3", peers[2].dial(dial_addr(&hub)))
+            .await
+            .is_err()
+    );
     let refused = within(T, "refusal event", async {
         loop {
             if let Ok(NodeEvent::InboundFailed { reason, .. }) = events.recv().await {
@@ -244,7 +278,11 @@ async fn connection_limit_refuses_extra_peers_and_the_node_goes_on() {
     assert_eq!(hub.connected_count(), 2);
     assert_eq!(hub.metrics().inbound_refused, 1);
     // The two admitted peers are still served.
-    assert!(within(T, "ping", peers[0].ping(hub.local_peer_id())).await.is_ok());
+    assert!(
+        within(T, "ping", peers[0].ping(hub.local_peer_id()))
+            .await
+            .is_ok()
+    );
     hub.shutdown().await;
     for p in peers {
         p.shutdown().await;
@@ -258,13 +296,18 @@ async fn per_ip_limit_applies_unless_loopback_is_exempt() {
         c.per_ip_limit_exempt_loopback = false;
     })
     .await;
-    let (x, y) = (node("/ip4/127.0.0.1/tcp/0").await, node("/ip4/127.0.0.1/tcp/0").await);
+    let (x, y) = (
+        node("/ip4/127.0.0.1/tcp/0").await,
+        node("/ip4/127.0.0.1/tcp/0").await,
+    );
     within(T, "first", x.dial(dial_addr(&hub))).await.unwrap();
     assert!(within(T, "second", y.dial(dial_addr(&hub))).await.is_err());
     // Once the first leaves, there is room again.
     x.shutdown().await;
     wait_for(T, "hub to notice", || hub.connected_count() == 0).await;
-    within(T, "second again", y.dial(dial_addr(&hub))).await.unwrap();
+    within(T, "second again", y.dial(dial_addr(&hub)))
+        .await
+        .unwrap();
     for n in [hub, y] {
         n.shutdown().await;
     }
@@ -283,7 +326,9 @@ async fn shutdown_releases_listen_ports_at_once() {
         // The same port can be bound again immediately.
         let again = node(&bound).await;
         assert_eq!(again.listen_addrs()[0].to_string(), bound);
-        within(T, "dial restarted", b.dial(dial_addr(&again))).await.unwrap();
+        within(T, "dial restarted", b.dial(dial_addr(&again)))
+            .await
+            .unwrap();
         again.shutdown().await;
         b.shutdown().await;
     }
@@ -294,12 +339,24 @@ async fn unknown_protocols_are_counted_not_fatal() {
     let a = node("/ip4/127.0.0.1/tcp/0").await;
     let b = node("/ip4/127.0.0.1/tcp/0").await;
     within(T, "dial", a.dial(dial_addr(&b))).await.unwrap();
-    a.send(b.local_peer_id(), &proto("/nobody/home"), Bytes::from_static(b"?")).await.unwrap();
-    wait_for(T, "unknown protocol counted", || b.metrics().unknown_protocol == 1).await;
+    a.send(
+        b.local_peer_id(),
+        &proto("/nobody/home"),
+        Bytes::from_static(b"?"),
+    )
+    .await
+    .unwrap();
+    wait_for(T, "unknown protocol counted", || {
+        b.metrics().unknown_protocol == 1
+    })
+    .await;
     assert!(within(T, "ping", a.ping(b.local_peer_id())).await.is_ok());
     let p = proto("/dup");
     let _rx = a.register(p.clone()).unwrap();
-    assert!(matches!(a.register(p), Err(NodeError::AlreadyRegistered(_))));
+    assert!(matches!(
+        a.register(p),
+        Err(NodeError::AlreadyRegistered(_))
+    ));
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -316,7 +373,9 @@ async fn send_dials_a_known_address_and_oversized_messages_are_refused() {
         Err(NodeError::NotConnected(_))
     ));
     a.add_address(b.local_peer_id(), b.listen_addrs()[0].clone());
-    a.send(b.local_peer_id(), &p, Bytes::from_static(b"auto")).await.unwrap();
+    a.send(b.local_peer_id(), &p, Bytes::from_static(b"auto"))
+        .await
+        .unwrap();
     assert_eq!(&recv(&mut rx, T).await.payload[..], b"auto");
     let too_big = Bytes::from(vec![0u8; 17 * 1024 * 1024]);
     let err = a.send(b.local_peer_id(), &p, too_big).await.unwrap_err();

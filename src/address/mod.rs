@@ -223,9 +223,21 @@ impl Multiaddr {
             Some(match p {
                 Protocol::Ip4(a) => Host::Ip(IpAddr::V4(*a)),
                 Protocol::Ip6(a) => Host::Ip(IpAddr::V6(*a)),
-                Protocol::Dns(n) => Host::Dns { name: n.clone(), v4: true, v6: true },
-                Protocol::Dns4(n) => Host::Dns { name: n.clone(), v4: true, v6: false },
-                Protocol::Dns6(n) => Host::Dns { name: n.clone(), v4: false, v6: true },
+                Protocol::Dns(n) => Host::Dns {
+                    name: n.clone(),
+                    v4: true,
+                    v6: true,
+                },
+                Protocol::Dns4(n) => Host::Dns {
+                    name: n.clone(),
+                    v4: true,
+                    v6: false,
+                },
+                Protocol::Dns6(n) => Host::Dns {
+                    name: n.clone(),
+                    v4: false,
+                    v6: true,
+                },
                 _ => return None,
             })
         };
@@ -256,7 +268,11 @@ impl Multiaddr {
     /// The socket address, when the host is a literal IP.
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self.endpoint().ok()? {
-            Endpoint::Socket { host: Host::Ip(ip), port, .. } => Some(SocketAddr::new(ip, port)),
+            Endpoint::Socket {
+                host: Host::Ip(ip),
+                port,
+                ..
+            } => Some(SocketAddr::new(ip, port)),
             _ => None,
         }
     }
@@ -293,7 +309,9 @@ fn valid_dns_name(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -346,7 +364,9 @@ impl FromStr for Multiaddr {
                 "dns" | "dns4" | "dns6" => {
                     let v = value("a host name")?;
                     if !valid_dns_name(v) {
-                        return Err(err(format!("`{v}` in `/{name}/{v}` is not a valid DNS name")));
+                        return Err(err(format!(
+                            "`{v}` in `/{name}/{v}` is not a valid DNS name"
+                        )));
                     }
                     let v = v.to_ascii_lowercase();
                     match name {
@@ -360,13 +380,15 @@ impl FromStr for Multiaddr {
                 "quic-v1" => Protocol::QuicV1,
                 "quic" => {
                     return Err(err(
-                        "`/quic` (draft-29) is not supported; use `/quic-v1`".into(),
+                        "`/quic` (draft-29) is not supported; use `/quic-v1`".into()
                     ));
                 }
                 "memory" => {
                     let v = value("a number")?;
                     Protocol::Memory(v.parse().map_err(|_| {
-                        err(format!("`{v}` in `/memory/{v}` is not a 64-bit unsigned number"))
+                        err(format!(
+                            "`{v}` in `/memory/{v}` is not a 64-bit unsigned number"
+                        ))
                     })?)
                 }
                 "p2p" | "ipfs" => {
@@ -417,7 +439,9 @@ mod tests {
             assert_eq!(a.to_string(), s);
             assert!(a.endpoint().is_ok(), "{s}");
         }
-        let a: Multiaddr = format!("/ip4/1.2.3.4/udp/9/quic-v1/p2p/{id}").parse().unwrap();
+        let a: Multiaddr = format!("/ip4/1.2.3.4/udp/9/quic-v1/p2p/{id}")
+            .parse()
+            .unwrap();
         assert_eq!(a.peer_id(), Some(id));
         assert_eq!(a.transport_kind(), Some(TransportKind::Quic));
         assert_eq!(a.socket_addr(), Some("1.2.3.4:9".parse().unwrap()));
@@ -438,7 +462,11 @@ mod tests {
             let e = s.parse::<Multiaddr>().unwrap_err().to_string();
             assert!(e.contains(needle), "{s}: {e}");
         }
-        let e = "/ip4/1.2.3.4/udp/1".parse::<Multiaddr>().unwrap().endpoint().unwrap_err();
+        let e = "/ip4/1.2.3.4/udp/1"
+            .parse::<Multiaddr>()
+            .unwrap()
+            .endpoint()
+            .unwrap_err();
         assert!(e.to_string().contains("no transport"));
     }
 }

@@ -16,7 +16,11 @@ use ggen_p2p::node::{Node, NodeConfig, NodeEvent};
 use ggen_p2p::{Keypair, Multiaddr};
 
 #[derive(Parser)]
-#[command(name = "ggen", version, about = "ggen: decentralized package registry tools")]
+#[command(
+    name = "ggen",
+    version,
+    about = "ggen: decentralized package registry tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,
@@ -119,7 +123,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -161,8 +168,12 @@ async fn start(args: StartArgs) -> Result<(), String> {
         config.listen = args.listen;
     } else if config.listen.is_empty() {
         config.listen = vec![
-            "/ip4/0.0.0.0/tcp/4001".parse().map_err(|e| format!("{e}"))?,
-            "/ip4/0.0.0.0/udp/4001/quic-v1".parse().map_err(|e| format!("{e}"))?,
+            "/ip4/0.0.0.0/tcp/4001"
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+            "/ip4/0.0.0.0/udp/4001/quic-v1"
+                .parse()
+                .map_err(|e| format!("{e}"))?,
         ];
     }
     config.bootstrap.extend(args.bootstrap);
@@ -174,7 +185,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
     if let Some(n) = args.max_connections {
         config.max_connections = n;
     }
-    let node = Node::spawn(keypair, config).await.map_err(|e| one_line(&e))?;
+    let node = Node::spawn(keypair, config)
+        .await
+        .map_err(|e| one_line(&e))?;
     let me = node.local_peer_id();
     let mut events = node.events();
     println!("peer id: {me}");
@@ -224,15 +237,22 @@ async fn shutdown_signal() {
 }
 
 async fn ping(args: PingArgs) -> Result<(), String> {
-    let timeout = Duration::try_from_secs_f64(args.timeout).map_err(|e| format!("--timeout: {e}"))?;
-    let interval = Duration::try_from_secs_f64(args.interval).map_err(|e| format!("--interval: {e}"))?;
+    let timeout =
+        Duration::try_from_secs_f64(args.timeout).map_err(|e| format!("--timeout: {e}"))?;
+    let interval =
+        Duration::try_from_secs_f64(args.interval).map_err(|e| format!("--interval: {e}"))?;
     let config = NodeConfig {
         connection_timeout: timeout,
         ..NodeConfig::default()
     };
-    let node = Node::spawn(Keypair::generate(), config).await.map_err(|e| one_line(&e))?;
+    let node = Node::spawn(Keypair::generate(), config)
+        .await
+        .map_err(|e| one_line(&e))?;
     let result = async {
-        let peer = node.dial(args.address.clone()).await.map_err(|e| one_line(&e))?;
+        let peer = node
+            .dial(args.address.clone())
+            .await
+            .map_err(|e| one_line(&e))?;
         println!("PING {peer} via {}", args.address.without_peer_id());
         let mut rtts = Vec::new();
         for seq in 1..=args.count {
@@ -240,14 +260,20 @@ async fn ping(args: PingArgs) -> Result<(), String> {
                 tokio::time::sleep(interval).await;
             }
             let rtt = node.ping(peer).await.map_err(|e| one_line(&e))?;
-            println!("pong from {peer}: seq={seq} time={:.3} ms", rtt.as_secs_f64() * 1e3);
+            println!(
+                "pong from {peer}: seq={seq} time={:.3} ms",
+                rtt.as_secs_f64() * 1e3
+            );
             rtts.push(rtt.as_secs_f64() * 1e3);
         }
         if !rtts.is_empty() {
             let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
             let min = rtts.iter().cloned().fold(f64::INFINITY, f64::min);
             let max = rtts.iter().cloned().fold(0.0, f64::max);
-            println!("{} pings: min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms", rtts.len());
+            println!(
+                "{} pings: min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms",
+                rtts.len()
+            );
         }
         Ok(())
     }

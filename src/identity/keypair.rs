@@ -149,7 +149,7 @@ impl PublicKey {
     }
 
     /// The key as a DER `SubjectPublicKeyInfo` (RFC 8410), as carried by TLS raw public keys.
-    pub(crate) fn to_spki_der(&self) -> Vec<u8> {
+    pub(crate) fn to_spki_der(self) -> Vec<u8> {
         use ed25519_dalek::pkcs8::EncodePublicKey;
         match self.0.to_public_key_der() {
             Ok(doc) => doc.as_bytes().to_vec(),

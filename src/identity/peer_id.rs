@@ -145,7 +145,10 @@ mod tests {
             .collect();
         let kp = Keypair::from_protobuf_encoding(&bytes).unwrap();
         let id = kp.peer_id();
-        assert_eq!(id.to_string(), "12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3pq");
+        assert_eq!(
+            id.to_string(),
+            "12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3pq"
+        );
         assert_eq!(id.to_string().parse::<PeerId>().unwrap(), id);
         assert_eq!(kp.to_protobuf_encoding(), bytes);
     }
@@ -155,7 +158,10 @@ mod tests {
         for (input, needle) in [
             ("", "empty"),
             ("0OIl", "base58"),
-            ("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N", "SHA-256 multihash"),
+            (
+                "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N",
+                "SHA-256 multihash",
+            ),
             ("12D3KooW", "Ed25519"),
         ] {
             let e = input.parse::<PeerId>().unwrap_err().to_string();

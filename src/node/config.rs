@@ -74,7 +74,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         let l = &self.transport.limits;
         if l.max_reassembly_bytes < l.max_message_size {
-            return Err("transport.limits.max_reassembly_bytes must be at least max_message_size".into());
+            return Err(
+                "transport.limits.max_reassembly_bytes must be at least max_message_size".into(),
+            );
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
@@ -89,5 +91,53 @@ impl NodeConfig {
             return Err("reconnect_initial_backoff must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_a_few_fields_fills_the_rest_with_defaults() {
+        let cfg: NodeConfig = toml::from_str(
+            r#"
+            listen = ["/ip4/127.0.0.1/tcp/4001"]
+            max_connections = 500
+            idle_timeout = 60
+            keepalive_interval = 2.5
+
+            [transport]
+            handshake_timeout = 5
+            [transport.limits]
+            max_message_size = 1048576
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.listen[0].to_string(), "/ip4/127.0.0.1/tcp/4001");
+        assert_eq!(cfg.max_connections, 500);
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.keepalive_interval, Duration::from_millis(2500));
+        assert_eq!(cfg.transport.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.transport.limits.max_message_size, 1 << 20);
+        assert_eq!(cfg.connection_timeout, Duration::from_secs(30));
+        assert!(cfg.validate().is_ok());
+        let back: NodeConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn seed_defaults_and_validation() {
+        let d = NodeConfig::default();
+        assert_eq!(d.max_connections, 100);
+        assert_eq!(d.connection_timeout, Duration::from_secs(30));
+        assert_eq!(d.idle_timeout, Duration::from_secs(300));
+        let bad = NodeConfig {
+            keepalive_timeout: Duration::from_secs(1),
+            ..NodeConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let err = toml::from_str::<NodeConfig>("listen = [\"/ip4/1.2.3/tcp/1\"]").unwrap_err();
+        assert!(err.to_string().contains("1.2.3"), "{err}");
     }
 }

@@ -88,11 +88,15 @@ impl Shared {
 
     /// Sends a ping (or pong) frame without waiting for queue space.
     pub(crate) fn send_ping(&self, peer: &PeerId, kind_pong: bool, nonce: u64) -> bool {
-        let Some(pc) = self.connection(peer) else { return false };
+        let Some(pc) = self.connection(peer) else {
+            return false;
+        };
         let mut p = BytesMut::with_capacity(9);
         p.put_u8(if kind_pong { PONG } else { PING });
         p.put_u64(nonce);
-        pc.handle.try_send(self.ping_header.clone(), p.freeze()).is_ok()
+        pc.handle
+            .try_send(self.ping_header.clone(), p.freeze())
+            .is_ok()
     }
 
     fn close_if_current(&self, conn: &ConnectionInfo) {

@@ -59,7 +59,9 @@ impl NodeError {
             | NodeError::NotConnected(_)
             | NodeError::ConnectionLimit(_)
             | NodeError::PingTimeout(_) => true,
-            NodeError::Send { source, .. } => matches!(source, SendError::QueueFull | SendError::Closed),
+            NodeError::Send { source, .. } => {
+                matches!(source, SendError::QueueFull | SendError::Closed)
+            }
             _ => false,
         }
     }

@@ -15,7 +15,9 @@ use super::metrics::inc;
 use super::{NodeConfig, NodeError, NodeEvent};
 use crate::address::Multiaddr;
 use crate::identity::PeerId;
-use crate::transport::{CloseReason, Connection, Direction, Incoming, Listener, Transport, TransportError};
+use crate::transport::{
+    CloseReason, Connection, Direction, Incoming, Listener, Transport, TransportError,
+};
 
 pub(crate) type DialReply = oneshot::Sender<Result<PeerId, NodeError>>;
 
@@ -170,7 +172,12 @@ impl EventLoop {
 
     async fn shutdown(&mut self) {
         self.cancel.cancel();
-        let conns: Vec<_> = self.shared.connections.iter().map(|c| c.value().clone()).collect();
+        let conns: Vec<_> = self
+            .shared
+            .connections
+            .iter()
+            .map(|c| c.value().clone())
+            .collect();
         self.shared.connections.clear();
         for c in &conns {
             c.handle.close();
@@ -233,7 +240,10 @@ impl EventLoop {
         }
         if self.connection_count() >= self.config.max_connections {
             let e = NodeError::ConnectionLimit(self.config.max_connections);
-            self.shared.emit(NodeEvent::DialFailed { addr: addr.clone(), error: e.to_string() });
+            self.shared.emit(NodeEvent::DialFailed {
+                addr: addr.clone(),
+                error: e.to_string(),
+            });
             if let Some(r) = reply {
                 let _ = r.send(Err(e));
             }
@@ -266,7 +276,11 @@ impl EventLoop {
                     secs: timeout.as_secs_f64(),
                 }),
             };
-            let _ = tx.send(Internal::Dialed { dial_id, addr, result });
+            let _ = tx.send(Internal::Dialed {
+                dial_id,
+                addr,
+                result,
+            });
         });
     }
 
@@ -283,12 +297,21 @@ impl EventLoop {
                     Err(e) => {
                         inc(&self.shared.counters.handshake_failures, 1);
                         tracing::debug!(%remote, "inbound handshake failed: {e}");
-                        self.shared.emit(NodeEvent::InboundFailed { addr: remote, reason: e.to_string() });
+                        self.shared.emit(NodeEvent::InboundFailed {
+                            addr: remote,
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
-            Internal::Dialed { dial_id, addr, result } => {
-                let Some(pending) = self.dials.remove(&dial_id) else { return };
+            Internal::Dialed {
+                dial_id,
+                addr,
+                result,
+            } => {
+                let Some(pending) = self.dials.remove(&dial_id) else {
+                    return;
+                };
                 if let Some(p) = pending.expected {
                     if self.dialing_peer.get(&p) == Some(&dial_id) {
                         self.dialing_peer.remove(&p);
@@ -317,14 +340,19 @@ impl EventLoop {
                     Err(e) => {
                         inc(&self.shared.counters.dial_failures, 1);
                         tracing::debug!(%addr, "dial failed: {e}");
-                        self.shared.emit(NodeEvent::DialFailed { addr: addr.clone(), error: e.to_string() });
+                        self.shared.emit(NodeEvent::DialFailed {
+                            addr: addr.clone(),
+                            error: e.to_string(),
+                        });
                         let mut waiters = pending.waiters.into_iter();
                         // The first waiter gets the typed error; others a transport-neutral copy.
                         if let Some(first) = waiters.next() {
                             let msg = e.to_string();
                             let _ = first.send(Err(e));
                             for w in waiters {
-                                let _ = w.send(Err(NodeError::Transport(TransportError::Handshake(msg.clone()))));
+                                let _ = w.send(Err(NodeError::Transport(
+                                    TransportError::Handshake(msg.clone()),
+                                )));
                             }
                         }
                         if let Some(i) = pending.bootstrap {
@@ -386,18 +414,27 @@ impl EventLoop {
         let refuse = |this: &mut Self, inc: Incoming, reason: String| {
             inc_refused(this);
             tracing::debug!(%remote, "refusing inbound connection: {reason}");
-            this.shared.emit(NodeEvent::InboundFailed { addr: remote.clone(), reason });
+            this.shared.emit(NodeEvent::InboundFailed {
+                addr: remote.clone(),
+                reason,
+            });
             inc.refuse();
         };
         if self.connection_count() >= self.config.max_connections {
-            let reason = format!("connection limit of {} reached", self.config.max_connections);
+            let reason = format!(
+                "connection limit of {} reached",
+                self.config.max_connections
+            );
             return refuse(self, inc, reason);
         }
         let ip = inc.remote_ip();
         if let Some(ip) = ip {
             let n = self.per_ip.get(&ip).copied().unwrap_or(0);
             if self.ip_limited(ip) && n >= self.config.max_connections_per_ip {
-                let reason = format!("per-IP limit of {} reached for {ip}", self.config.max_connections_per_ip);
+                let reason = format!(
+                    "per-IP limit of {} reached for {ip}",
+                    self.config.max_connections_per_ip
+                );
                 return refuse(self, inc, reason);
             }
             *self.per_ip.entry(ip).or_default() += 1;
@@ -447,7 +484,11 @@ impl EventLoop {
         });
         if info.direction == Direction::Inbound {
             // A bootstrap peer that dialed us counts as connected.
-            if let Some(i) = self.bootstrap.iter().position(|b| b.addr.peer_id() == Some(peer)) {
+            if let Some(i) = self
+                .bootstrap
+                .iter()
+                .position(|b| b.addr.peer_id() == Some(peer))
+            {
                 self.bootstrap_connected(i, peer);
             }
         }

@@ -52,7 +52,8 @@ impl Node {
         }
         let config = Arc::new(config);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let event_loop = EventLoop::new(shared.clone(), config.clone(), transport, cmd_rx, listeners);
+        let event_loop =
+            EventLoop::new(shared.clone(), config.clone(), transport, cmd_rx, listeners);
         tokio::spawn(event_loop.run());
         Ok(NodeHandle {
             shared,
@@ -86,7 +87,11 @@ impl NodeHandle {
 
     /// The bound listen addresses (real ports), without `/p2p`.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.shared.listen_addrs.read().map(|l| l.clone()).unwrap_or_default()
+        self.shared
+            .listen_addrs
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// The configuration the node runs with.
@@ -123,13 +128,24 @@ impl NodeHandle {
 
     /// Known addresses of `peer`.
     pub fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.shared.addresses.get(peer).map(|l| l.clone()).unwrap_or_default()
+        self.shared
+            .addresses
+            .get(peer)
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Registers the handler for `protocol`: every message for it arrives on the returned
     /// queue. Dropping the receiver stops delivery (messages are then counted as unknown).
-    pub fn register(&self, protocol: ProtocolId) -> Result<mpsc::Receiver<InboundMessage>, NodeError> {
-        let mut list = self.shared.handlers.entry(protocol.name().to_owned()).or_default();
+    pub fn register(
+        &self,
+        protocol: ProtocolId,
+    ) -> Result<mpsc::Receiver<InboundMessage>, NodeError> {
+        let mut list = self
+            .shared
+            .handlers
+            .entry(protocol.name().to_owned())
+            .or_default();
         list.retain(|(_, tx)| !tx.is_closed());
         if list.iter().any(|(p, _)| p.version() == protocol.version()) {
             return Err(NodeError::AlreadyRegistered(protocol));
@@ -141,12 +157,19 @@ impl NodeHandle {
 
     /// Sends `payload` to `peer` under `protocol`, waiting while the connection's send queue
     /// is full. Dials a known address first if the peer is not connected.
-    pub async fn send(&self, peer: PeerId, protocol: &ProtocolId, payload: Bytes) -> Result<(), NodeError> {
+    pub async fn send(
+        &self,
+        peer: PeerId,
+        protocol: &ProtocolId,
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
         let pc = match self.shared.connection(&peer) {
             Some(pc) => pc,
             None => {
                 self.dial_known(peer).await?;
-                self.shared.connection(&peer).ok_or(NodeError::NotConnected(peer))?
+                self.shared
+                    .connection(&peer)
+                    .ok_or(NodeError::NotConnected(peer))?
             }
         };
         let len = payload.len() as u64;
@@ -162,8 +185,16 @@ impl NodeHandle {
 
     /// Sends without waiting: fails with a `QueueFull` send error when the connection's
     /// queue is full, and with `NotConnected` when there is no connection.
-    pub fn try_send(&self, peer: PeerId, protocol: &ProtocolId, payload: Bytes) -> Result<(), NodeError> {
-        let pc = self.shared.connection(&peer).ok_or(NodeError::NotConnected(peer))?;
+    pub fn try_send(
+        &self,
+        peer: PeerId,
+        protocol: &ProtocolId,
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
+        let pc = self
+            .shared
+            .connection(&peer)
+            .ok_or(NodeError::NotConnected(peer))?;
         let len = payload.len() as u64;
         pc.handle
             .try_send(Envelope::encode_header(protocol), payload)
@@ -202,7 +233,11 @@ impl NodeHandle {
             self.shared.pings.remove(&nonce);
             return Err(NodeError::NotConnected(peer));
         }
-        let r = tokio::time::timeout(self.config.keepalive_interval.max(Duration::from_secs(10)), rx).await;
+        let r = tokio::time::timeout(
+            self.config.keepalive_interval.max(Duration::from_secs(10)),
+            rx,
+        )
+        .await;
         self.shared.pings.remove(&nonce);
         match r {
             Ok(Ok(())) => Ok(start.elapsed()),

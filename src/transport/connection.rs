@@ -164,7 +164,9 @@ pub struct Connection {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 

@@ -35,7 +35,9 @@ impl Drop for Registration {
 }
 
 /// Registers a listener on `port` (0 picks a free one).
-pub(crate) fn listen(port: u64) -> Result<(Registration, mpsc::Receiver<MemoryIncoming>), TransportError> {
+pub(crate) fn listen(
+    port: u64,
+) -> Result<(Registration, mpsc::Receiver<MemoryIncoming>), TransportError> {
     let mut table = LISTENERS
         .lock()
         .map_err(|_| TransportError::MemoryAddress(Multiaddr::memory(port)))?;
@@ -57,7 +59,10 @@ pub(crate) fn listen(port: u64) -> Result<(Registration, mpsc::Receiver<MemoryIn
 }
 
 /// Opens a pipe to the listener on `port`.
-pub(crate) async fn dial(port: u64, pipe_bytes: usize) -> Result<(DuplexStream, u64), TransportError> {
+pub(crate) async fn dial(
+    port: u64,
+    pipe_bytes: usize,
+) -> Result<(DuplexStream, u64), TransportError> {
     let tx = LISTENERS
         .lock()
         .ok()
@@ -65,8 +70,11 @@ pub(crate) async fn dial(port: u64, pipe_bytes: usize) -> Result<(DuplexStream, 
         .ok_or_else(|| TransportError::MemoryAddress(Multiaddr::memory(port)))?;
     let (ours, theirs) = tokio::io::duplex(pipe_bytes);
     let dialer = rand::random::<u64>() >> 1;
-    tx.send(MemoryIncoming { stream: theirs, dialer })
-        .await
-        .map_err(|_| TransportError::MemoryAddress(Multiaddr::memory(port)))?;
+    tx.send(MemoryIncoming {
+        stream: theirs,
+        dialer,
+    })
+    .await
+    .map_err(|_| TransportError::MemoryAddress(Multiaddr::memory(port)))?;
     Ok((ours, dialer))
 }

@@ -78,7 +78,9 @@ impl MuxHeader {
         let (id, rest) = frame
             .split_first_chunk::<4>()
             .ok_or(WireError::Truncated("mux header"))?;
-        let (&flags, rest) = rest.split_first().ok_or(WireError::Truncated("mux header"))?;
+        let (&flags, rest) = rest
+            .split_first()
+            .ok_or(WireError::Truncated("mux header"))?;
         if flags & !(FLAG_FIRST | FLAG_LAST) != 0 {
             return Err(WireError::malformed("mux header", "unknown flag bits"));
         }
@@ -146,32 +148,56 @@ impl Reassembler {
                     });
                 }
                 if self.partial.contains_key(&header.id) {
-                    return Err(WireError::malformed("mux frame", "message id already in use"));
+                    return Err(WireError::malformed(
+                        "mux frame",
+                        "message id already in use",
+                    ));
                 }
                 if chunk_len > total {
-                    return Err(WireError::malformed("mux frame", "chunk longer than its message"));
+                    return Err(WireError::malformed(
+                        "mux frame",
+                        "chunk longer than its message",
+                    ));
                 }
                 if header.last {
                     if chunk_len != total {
-                        return Err(WireError::malformed("mux frame", "message shorter than announced"));
+                        return Err(WireError::malformed(
+                            "mux frame",
+                            "message shorter than announced",
+                        ));
                     }
                     return Ok(Some(Bytes::from(frame).slice(offset..)));
                 }
                 if self.partial.len() >= self.limits.max_partial_messages {
-                    return Err(WireError::malformed("mux frame", "too many partial messages"));
+                    return Err(WireError::malformed(
+                        "mux frame",
+                        "too many partial messages",
+                    ));
                 }
                 self.reserve(chunk_len)?;
                 let mut buf = BytesMut::with_capacity(total.min(INITIAL_REASSEMBLY_CAPACITY));
                 buf.extend_from_slice(&frame[offset..]);
-                self.partial.insert(header.id, Partial { expected: total, buf });
+                self.partial.insert(
+                    header.id,
+                    Partial {
+                        expected: total,
+                        buf,
+                    },
+                );
                 Ok(None)
             }
             None => {
                 let Some(p) = self.partial.get_mut(&header.id) else {
-                    return Err(WireError::malformed("mux frame", "continuation of an unknown message"));
+                    return Err(WireError::malformed(
+                        "mux frame",
+                        "continuation of an unknown message",
+                    ));
                 };
                 if p.buf.len() + chunk_len > p.expected {
-                    return Err(WireError::malformed("mux frame", "message longer than announced"));
+                    return Err(WireError::malformed(
+                        "mux frame",
+                        "message longer than announced",
+                    ));
                 }
                 if self.buffered + chunk_len > self.limits.max_reassembly_bytes {
                     return Err(WireError::FrameTooLarge {
@@ -185,7 +211,10 @@ impl Reassembler {
                     return Ok(None);
                 }
                 if p.buf.len() != p.expected {
-                    return Err(WireError::malformed("mux frame", "message shorter than announced"));
+                    return Err(WireError::malformed(
+                        "mux frame",
+                        "message shorter than announced",
+                    ));
                 }
                 let p = self.partial.remove(&header.id).map(|p| p.buf.freeze());
                 self.buffered -= p.as_ref().map_or(0, |b| b.len());
@@ -273,7 +302,11 @@ pub(crate) async fn run<S: InboundSink>(
                 plain = Vec::new();
                 match rx.recv().await {
                     Some(msg) => {
-                        active.push_back(Sending { id: next_id, msg, offset: 0 });
+                        active.push_back(Sending {
+                            id: next_id,
+                            msg,
+                            offset: 0,
+                        });
                         next_id = next_id.wrapping_add(1);
                     }
                     None => return CloseReason::Local,
@@ -282,14 +315,20 @@ pub(crate) async fn run<S: InboundSink>(
             while active.len() < MAX_ACTIVE_MESSAGES {
                 match rx.try_recv() {
                     Ok(msg) => {
-                        active.push_back(Sending { id: next_id, msg, offset: 0 });
+                        active.push_back(Sending {
+                            id: next_id,
+                            msg,
+                            offset: 0,
+                        });
                         next_id = next_id.wrapping_add(1);
                     }
                     Err(_) => break,
                 }
             }
             for _ in 0..active.len() {
-                let Some(mut s) = active.pop_front() else { break };
+                let Some(mut s) = active.pop_front() else {
+                    break;
+                };
                 let total = s.msg.len();
                 let first = s.offset == 0;
                 let mut header = MuxHeader {
@@ -346,9 +385,30 @@ mod tests {
     #[test]
     fn reassembles_interleaved_messages() {
         let mut r = Reassembler::new(&Limits::default());
-        let a1 = frame(MuxHeader { id: 1, total_len: Some(4), last: false }, b"ab");
-        let b = frame(MuxHeader { id: 2, total_len: Some(1), last: true }, b"x");
-        let a2 = frame(MuxHeader { id: 1, total_len: None, last: true }, b"cd");
+        let a1 = frame(
+            MuxHeader {
+                id: 1,
+                total_len: Some(4),
+                last: false,
+            },
+            b"ab",
+        );
+        let b = frame(
+            MuxHeader {
+                id: 2,
+                total_len: Some(1),
+                last: true,
+            },
+            b"x",
+        );
+        let a2 = frame(
+            MuxHeader {
+                id: 1,
+                total_len: None,
+                last: true,
+            },
+            b"cd",
+        );
         assert_eq!(r.push(a1).unwrap(), None);
         assert_eq!(r.push(b).unwrap().unwrap(), &b"x"[..]);
         assert_eq!(r.push(a2).unwrap().unwrap(), &b"abcd"[..]);
@@ -363,15 +423,67 @@ mod tests {
             ..Limits::default()
         };
         let mut r = Reassembler::new(&limits);
-        assert!(r.push(frame(MuxHeader { id: 1, total_len: Some(101), last: false }, b"")).is_err());
+        assert!(
+            r.push(frame(
+                MuxHeader {
+                    id: 1,
+                    total_len: Some(101),
+                    last: false
+                },
+                b""
+            ))
+            .is_err()
+        );
         let mut r = Reassembler::new(&limits);
-        assert!(r.push(frame(MuxHeader { id: 1, total_len: Some(3), last: true }, b"ab")).is_err());
+        assert!(
+            r.push(frame(
+                MuxHeader {
+                    id: 1,
+                    total_len: Some(3),
+                    last: true
+                },
+                b"ab"
+            ))
+            .is_err()
+        );
         let mut r = Reassembler::new(&limits);
-        assert!(r.push(frame(MuxHeader { id: 9, total_len: None, last: true }, b"ab")).is_err());
+        assert!(
+            r.push(frame(
+                MuxHeader {
+                    id: 9,
+                    total_len: None,
+                    last: true
+                },
+                b"ab"
+            ))
+            .is_err()
+        );
         let mut r = Reassembler::new(&limits);
-        r.push(frame(MuxHeader { id: 1, total_len: Some(50), last: false }, b"0123456789")).unwrap();
-        assert!(r.push(frame(MuxHeader { id: 1, total_len: None, last: false }, b"x")).is_err());
-        assert!(Reassembler::new(&limits).push(vec![0, 0, 0, 1, 0xff]).is_err());
+        r.push(frame(
+            MuxHeader {
+                id: 1,
+                total_len: Some(50),
+                last: false,
+            },
+            b"0123456789",
+        ))
+        .unwrap();
+        assert!(
+            r.push(frame(
+                MuxHeader {
+                    id: 1,
+                    total_len: None,
+                    last: false
+                },
+                b"x"
+            ))
+            .is_err()
+        );
+        assert!(
+            Reassembler::new(&limits)
+                .push(vec![0, 0, 0, 1, 0xff])
+                .is_err()
+        );
         assert!(Reassembler::new(&limits).push(vec![0, 0]).is_err());
     }
 }

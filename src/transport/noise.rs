@@ -66,10 +66,9 @@ impl HandshakePayload {
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let (wire, _rest): (PayloadWire<'_>, _) = postcard::take_from_bytes(bytes)
             .map_err(|_| WireError::malformed("handshake payload", "not a valid encoding"))?;
-        let identity_key = wire
-            .identity_key
-            .try_into()
-            .map_err(|_| WireError::malformed("handshake payload", "identity key is not 32 bytes"))?;
+        let identity_key = wire.identity_key.try_into().map_err(|_| {
+            WireError::malformed("handshake payload", "identity key is not 32 bytes")
+        })?;
         let signature = wire
             .signature
             .try_into()
@@ -220,7 +219,11 @@ impl SecureStream {
 
 impl SecureWriter {
     /// Appends `[len][ciphertext]` of `plaintext` to `out`.
-    pub(crate) fn encrypt_frame(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    pub(crate) fn encrypt_frame(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         let len = plaintext.len() + TAG_LEN;
         if len > MAX_NOISE_MESSAGE {
             return Err(std::io::Error::new(
@@ -262,7 +265,10 @@ impl SecureReader {
             .state
             .read_message(self.nonce, &cipher, out)
             .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "noise frame failed to decrypt")
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "noise frame failed to decrypt",
+                )
             })?;
         out.truncate(n);
         self.nonce += 1;
@@ -328,24 +334,25 @@ pub async fn handshake(
     let mut out = vec![0u8; 1024];
     let mut payload = vec![0u8; 1024];
 
-    let check_remote = |hs: &snow::HandshakeState, payload: &[u8]| -> Result<PeerId, TransportError> {
-        let remote_static = hs
-            .get_remote_static()
-            .ok_or_else(|| TransportError::Handshake("remote sent no static key".into()))?;
-        let peer = HandshakePayload::decode(payload)?.verify(remote_static)?;
-        if peer == identity.peer_id() {
-            return Err(TransportError::SelfDial);
-        }
-        if let Some(expected) = expected {
-            if expected != peer {
-                return Err(TransportError::PeerIdMismatch {
-                    expected,
-                    actual: peer,
-                });
+    let check_remote =
+        |hs: &snow::HandshakeState, payload: &[u8]| -> Result<PeerId, TransportError> {
+            let remote_static = hs
+                .get_remote_static()
+                .ok_or_else(|| TransportError::Handshake("remote sent no static key".into()))?;
+            let peer = HandshakePayload::decode(payload)?.verify(remote_static)?;
+            if peer == identity.peer_id() {
+                return Err(TransportError::SelfDial);
             }
-        }
-        Ok(peer)
-    };
+            if let Some(expected) = expected {
+                if expected != peer {
+                    return Err(TransportError::PeerIdMismatch {
+                        expected,
+                        actual: peer,
+                    });
+                }
+            }
+            Ok(peer)
+        };
 
     let remote = match role {
         Role::Initiator => {
@@ -407,7 +414,10 @@ mod tests {
     #[tokio::test]
     async fn both_sides_learn_each_other_and_frames_flow() {
         let (ka, kb) = (Keypair::generate(), Keypair::generate());
-        let (ia, ib) = (NoiseIdentity::new(&ka).unwrap(), NoiseIdentity::new(&kb).unwrap());
+        let (ia, ib) = (
+            NoiseIdentity::new(&ka).unwrap(),
+            NoiseIdentity::new(&kb).unwrap(),
+        );
         let ((ar, aw), (br, bw)) = pipe();
         let limits = Limits::default();
         let (a, b) = tokio::join!(
@@ -427,7 +437,10 @@ mod tests {
     #[tokio::test]
     async fn wrong_expected_peer_is_an_identity_error() {
         let (ka, kb) = (Keypair::generate(), Keypair::generate());
-        let (ia, ib) = (NoiseIdentity::new(&ka).unwrap(), NoiseIdentity::new(&kb).unwrap());
+        let (ia, ib) = (
+            NoiseIdentity::new(&ka).unwrap(),
+            NoiseIdentity::new(&kb).unwrap(),
+        );
         let ((ar, aw), (br, bw)) = pipe();
         let limits = Limits::default();
         let other = PeerId::random();

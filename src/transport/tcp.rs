@@ -20,7 +20,10 @@ pub(crate) async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, T
             if addrs.is_empty() {
                 return Err(TransportError::io(
                     format!("resolving {name}"),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no address of the requested family"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no address of the requested family",
+                    ),
                 ));
             }
             Ok(addrs)
@@ -29,7 +32,10 @@ pub(crate) async fn resolve(host: &Host, port: u16) -> Result<Vec<SocketAddr>, T
 }
 
 /// Connects to the first of `addrs` that accepts.
-pub(crate) async fn connect(addrs: &[SocketAddr], nodelay: bool) -> Result<TcpStream, TransportError> {
+pub(crate) async fn connect(
+    addrs: &[SocketAddr],
+    nodelay: bool,
+) -> Result<TcpStream, TransportError> {
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -41,7 +47,10 @@ pub(crate) async fn connect(addrs: &[SocketAddr], nodelay: bool) -> Result<TcpSt
         }
     }
     Err(last.unwrap_or_else(|| {
-        TransportError::io("connecting", std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+        TransportError::io(
+            "connecting",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        )
     }))
 }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
+};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
@@ -27,9 +29,15 @@ fn tls_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Handshake(format!("TLS configuration: {e}"))
 }
 
-fn certified_key(keypair: &Keypair, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TransportError> {
+fn certified_key(
+    keypair: &Keypair,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TransportError> {
     let der = PrivateKeyDer::Pkcs8(keypair.to_pkcs8_der().into());
-    let key = provider.key_provider.load_private_key(der).map_err(tls_err)?;
+    let key = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(tls_err)?;
     let spki = CertificateDer::from(keypair.public().to_spki_der());
     Ok(Arc::new(CertifiedKey::new(vec![spki], key)))
 }
@@ -57,9 +65,15 @@ impl PeerVerifier {
         self.seen.lock().ok().and_then(|g| *g)
     }
 
-    fn check(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
         if !intermediates.is_empty() {
-            return Err(rustls::Error::General("unexpected certificate chain".into()));
+            return Err(rustls::Error::General(
+                "unexpected certificate chain".into(),
+            ));
         }
         let key = PublicKey::from_spki_der(end_entity.as_ref())
             .map_err(|e| rustls::Error::General(e.to_string()))?;
@@ -75,7 +89,12 @@ impl PeerVerifier {
         }
     }
 
-    fn verify13(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature_with_raw_key(
             message,
             &SubjectPublicKeyInfoDer::from(cert.as_ref()),
@@ -94,14 +113,25 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates).map(|_| ServerCertVerified::assertion())
+        self.check(end_entity, intermediates)
+            .map(|_| ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Err(rustls::Error::General("TLS 1.2 is not supported".into()))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.verify13(message, cert, dss)
     }
 
@@ -125,14 +155,25 @@ impl ClientCertVerifier for PeerVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates).map(|_| ClientCertVerified::assertion())
+        self.check(end_entity, intermediates)
+            .map(|_| ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Err(rustls::Error::General("TLS 1.2 is not supported".into()))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.verify13(message, cert, dss)
     }
 
@@ -155,7 +196,9 @@ pub(crate) fn server_config(keypair: &Keypair) -> Result<rustls::ServerConfig, T
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(rustls::server::AlwaysResolvesServerRawPublicKeys::new(ck)));
+        .with_cert_resolver(Arc::new(
+            rustls::server::AlwaysResolvesServerRawPublicKeys::new(ck),
+        ));
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(cfg)
 }
@@ -174,13 +217,17 @@ pub(crate) fn client_config(
         .map_err(tls_err)?
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
-        .with_client_cert_resolver(Arc::new(rustls::client::AlwaysResolvesClientRawPublicKeys::new(ck)));
+        .with_client_cert_resolver(Arc::new(
+            rustls::client::AlwaysResolvesClientRawPublicKeys::new(ck),
+        ));
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok((cfg, verifier))
 }
 
 /// The identity a finished QUIC handshake authenticated, from the presented raw key.
-pub(crate) fn peer_from_identity(identity: Option<Box<dyn std::any::Any>>) -> Result<PeerId, TransportError> {
+pub(crate) fn peer_from_identity(
+    identity: Option<Box<dyn std::any::Any>>,
+) -> Result<PeerId, TransportError> {
     let certs = identity
         .and_then(|b| b.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| TransportError::Handshake("remote presented no key".into()))?;

@@ -134,16 +134,25 @@ impl Transport {
                     expected,
                     limits,
                 );
-                let s = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())??;
-                Ok(self.stream_connection(s, Direction::Outbound, Multiaddr::memory(local), remote_addr, TransportKind::Memory))
+                let s = tokio::time::timeout(timeout, fut)
+                    .await
+                    .map_err(|_| timed_out())??;
+                Ok(self.stream_connection(
+                    s,
+                    Direction::Outbound,
+                    Multiaddr::memory(local),
+                    remote_addr,
+                    TransportKind::Memory,
+                ))
             }
-            Endpoint::Socket { kind: TransportKind::Tcp, host, port } => {
+            Endpoint::Socket {
+                kind: TransportKind::Tcp,
+                host,
+                port,
+            } => {
                 let addrs = tcp::resolve(&host, port).await?;
                 let stream = tcp::connect(&addrs, cfg.tcp_nodelay).await?;
-                let local = stream
-                    .local_addr()
-                    .map(Multiaddr::tcp)
-                    .unwrap_or_default();
+                let local = stream.local_addr().map(Multiaddr::tcp).unwrap_or_default();
                 let remote = stream
                     .peer_addr()
                     .map(Multiaddr::tcp)
@@ -157,19 +166,42 @@ impl Transport {
                     expected,
                     limits,
                 );
-                let s = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())??;
-                Ok(self.stream_connection(s, Direction::Outbound, local, remote, TransportKind::Tcp))
+                let s = tokio::time::timeout(timeout, fut)
+                    .await
+                    .map_err(|_| timed_out())??;
+                Ok(self.stream_connection(
+                    s,
+                    Direction::Outbound,
+                    local,
+                    remote,
+                    TransportKind::Tcp,
+                ))
             }
-            Endpoint::Socket { kind: TransportKind::Quic, host, port } => {
+            Endpoint::Socket {
+                kind: TransportKind::Quic,
+                host,
+                port,
+            } => {
                 let addrs = tcp::resolve(&host, port).await?;
                 let target = addrs[0];
                 let ep = self.quic_endpoint_for(target)?;
                 let fut = quic::dial(&ep, target, &self.inner.keypair, expected, cfg);
-                let (conn, peer) = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())??;
+                let (conn, peer) = tokio::time::timeout(timeout, fut)
+                    .await
+                    .map_err(|_| timed_out())??;
                 let local = ep.local_addr().map(Multiaddr::quic).unwrap_or_default();
-                Ok(self.quic_connection(conn, peer, Direction::Outbound, local, Multiaddr::quic(target)))
+                Ok(self.quic_connection(
+                    conn,
+                    peer,
+                    Direction::Outbound,
+                    local,
+                    Multiaddr::quic(target),
+                ))
             }
-            Endpoint::Socket { kind: TransportKind::Memory, .. } => unreachable_memory(addr),
+            Endpoint::Socket {
+                kind: TransportKind::Memory,
+                ..
+            } => unreachable_memory(addr),
         }
     }
 
@@ -182,7 +214,8 @@ impl Transport {
             .lock()
             .map_err(|_| TransportError::Quic("endpoint table poisoned".into()))?;
         let family_matches = |ep: &quinn::Endpoint| {
-            ep.local_addr().is_ok_and(|a| a.is_ipv4() == target.is_ipv4())
+            ep.local_addr()
+                .is_ok_and(|a| a.is_ipv4() == target.is_ipv4())
         };
         if let Some(ep) = eps.iter().find(|ep| family_matches(ep)) {
             return Ok(ep.clone());
@@ -263,7 +296,11 @@ impl Transport {
 }
 
 fn unreachable_memory<T>(addr: &Multiaddr) -> Result<T, TransportError> {
-    Err(crate::address::MultiaddrError::from_problem(addr, "memory transport over a socket address").into())
+    Err(crate::address::MultiaddrError::from_problem(
+        addr,
+        "memory transport over a socket address",
+    )
+    .into())
 }
 
 enum ListenerInner {
@@ -281,7 +318,9 @@ pub struct Listener {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("Listener")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -322,7 +361,7 @@ impl Listener {
                     remote_addr: Multiaddr::quic(peer),
                     remote_ip: Some(peer.ip()),
                     kind: TransportKind::Quic,
-                    inner: IncomingInner::Quic(inc),
+                    inner: IncomingInner::Quic(Box::new(inc)),
                 })
             }
             ListenerInner::Memory(_, rx) => {
@@ -343,7 +382,7 @@ impl Listener {
 
 enum IncomingInner {
     Stream(BoxReader, BoxWriter),
-    Quic(quinn::Incoming),
+    Quic(Box<quinn::Incoming>),
 }
 
 /// An accepted connection whose handshake has not run yet.
@@ -358,7 +397,9 @@ pub struct Incoming {
 
 impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming").field("remote_addr", &self.remote_addr).finish_non_exhaustive()
+        f.debug_struct("Incoming")
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -395,14 +436,37 @@ impl Incoming {
         };
         match self.inner {
             IncomingInner::Stream(r, w) => {
-                let fut = noise::handshake(r, w, &t.inner.noise, Role::Responder, None, &t.inner.config.limits);
-                let s = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out)??;
-                Ok(t.stream_connection(s, Direction::Inbound, self.local_addr, self.remote_addr, self.kind))
+                let fut = noise::handshake(
+                    r,
+                    w,
+                    &t.inner.noise,
+                    Role::Responder,
+                    None,
+                    &t.inner.config.limits,
+                );
+                let s = tokio::time::timeout(timeout, fut)
+                    .await
+                    .map_err(|_| timed_out)??;
+                Ok(t.stream_connection(
+                    s,
+                    Direction::Inbound,
+                    self.local_addr,
+                    self.remote_addr,
+                    self.kind,
+                ))
             }
             IncomingInner::Quic(inc) => {
-                let fut = quic::accept(inc, t.local_peer_id());
-                let (conn, peer) = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out)??;
-                Ok(t.quic_connection(conn, peer, Direction::Inbound, self.local_addr, self.remote_addr))
+                let fut = quic::accept(*inc, t.local_peer_id());
+                let (conn, peer) = tokio::time::timeout(timeout, fut)
+                    .await
+                    .map_err(|_| timed_out)??;
+                Ok(t.quic_connection(
+                    conn,
+                    peer,
+                    Direction::Inbound,
+                    self.local_addr,
+                    self.remote_addr,
+                ))
             }
         }
     }

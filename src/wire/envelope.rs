@@ -56,7 +56,10 @@ fn validate_name(name: &str) -> Result<(), WireError> {
         return Err(WireError::malformed("protocol id", "name too long"));
     }
     if !name.starts_with('/') {
-        return Err(WireError::malformed("protocol id", "name must start with `/`"));
+        return Err(WireError::malformed(
+            "protocol id",
+            "name must start with `/`",
+        ));
     }
     if !name.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(WireError::malformed(

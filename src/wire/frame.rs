@@ -78,7 +78,10 @@ impl FrameCodec {
 
     /// Decodes every complete frame in `data`; the trailing incomplete part, if any, is
     /// returned as the remainder. Used by fuzzers and tests.
-    pub fn decode_all<'a>(&self, mut data: &'a [u8]) -> Result<(Vec<&'a [u8]>, &'a [u8]), WireError> {
+    pub fn decode_all<'a>(
+        &self,
+        mut data: &'a [u8],
+    ) -> Result<(Vec<&'a [u8]>, &'a [u8]), WireError> {
         let mut frames = Vec::new();
         loop {
             let Some((header, rest)) = data.split_first_chunk::<FRAME_HEADER_LEN>() else {
@@ -120,7 +123,10 @@ mod tests {
         let codec = FrameCodec::new(1024);
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2][..]);
         let cap_before = buf.capacity();
-        assert!(matches!(codec.decode(&mut buf), Err(WireError::FrameTooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(WireError::FrameTooLarge { .. })
+        ));
         assert_eq!(buf.capacity(), cap_before);
     }
 

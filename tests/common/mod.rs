@@ -49,7 +49,9 @@ pub async fn node_with(listen: &str, f: impl FnOnce(&mut NodeConfig)) -> NodeHan
         ..NodeConfig::default()
     };
     f(&mut cfg);
-    Node::spawn(Keypair::generate(), cfg).await.expect("node starts")
+    Node::spawn(Keypair::generate(), cfg)
+        .await
+        .expect("node starts")
 }
 
 /// The node's first listen address with its `/p2p/` suffix.
@@ -78,5 +80,7 @@ pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>
 
 /// Receives the next message from a handler queue, with a deadline.
 pub async fn recv(rx: &mut mpsc::Receiver<InboundMessage>, limit: Duration) -> InboundMessage {
-    within(limit, "message", rx.recv()).await.expect("handler queue open")
+    within(limit, "message", rx.recv())
+        .await
+        .expect("handler queue open")
 }
