@@ -183,7 +183,13 @@ impl Transport {
                 port,
             } => {
                 let addrs = tcp::resolve(&host, port).await?;
-                let target = addrs[0];
+                let Some(&target) = addrs.first() else {
+                    return Err(crate::address::MultiaddrError::from_problem(
+                        addr,
+                        "resolved to no address",
+                    )
+                    .into());
+                };
                 let ep = self.quic_endpoint_for(target)?;
                 let fut = quic::dial(&ep, target, &self.inner.keypair, expected, cfg);
                 let (conn, peer) = tokio::time::timeout(timeout, fut)
