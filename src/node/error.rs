@@ -4,7 +4,7 @@ use crate::transport::{SendError, TransportError};
 use crate::wire::ProtocolId;
 
 /// Errors from the node and its handle.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
     /// Dialing or listening failed in the transport.

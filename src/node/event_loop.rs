@@ -321,14 +321,12 @@ impl EventLoop {
                     Ok(conn) => {
                         let ip = conn.info().remote_addr.socket_addr().map(|s| s.ip());
                         let peer = self.register(conn, ip);
-                        self.shared
-                            .addresses
-                            .entry(peer)
-                            .or_default()
-                            .retain(|a| a != &addr.without_peer_id());
-                        if let Some(mut list) = self.shared.addresses.get_mut(&peer) {
-                            list.insert(0, addr.without_peer_id());
-                            list.truncate(8);
+                        {
+                            let dialed = addr.without_peer_id();
+                            let mut known = self.shared.addresses.entry(peer).or_default();
+                            known.retain(|a| a != &dialed);
+                            known.insert(0, dialed);
+                            known.truncate(8);
                         }
                         for w in pending.waiters {
                             let _ = w.send(Ok(peer));
@@ -344,16 +342,8 @@ impl EventLoop {
                             addr: addr.clone(),
                             error: e.to_string(),
                         });
-                        let mut waiters = pending.waiters.into_iter();
-                        // The first waiter gets the typed error; others a transport-neutral copy.
-                        if let Some(first) = waiters.next() {
-                            let msg = e.to_string();
-                            let _ = first.send(Err(e));
-                            for w in waiters {
-                                let _ = w.send(Err(NodeError::Transport(
-                                    TransportError::Handshake(msg.clone()),
-                                )));
-                            }
+                        for w in pending.waiters {
+                            let _ = w.send(Err(e.clone()));
                         }
                         if let Some(i) = pending.bootstrap {
                             self.bootstrap_failed(i);

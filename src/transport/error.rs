@@ -1,9 +1,12 @@
+use std::sync::Arc;
+
 use crate::address::{Multiaddr, MultiaddrError};
 use crate::identity::PeerId;
 use crate::wire::WireError;
 
-/// Why a connection could not be established or was lost.
-#[derive(Debug, thiserror::Error)]
+/// Why a connection could not be established or was lost. `Clone`, so one failed dial can
+/// be reported to everyone waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// The address has no transport, or names something we cannot do (e.g. DNS with no result).
@@ -19,7 +22,7 @@ pub enum TransportError {
         context: String,
         /// The OS error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     /// The handshake did not finish in time.
     #[error("handshake with {addr} timed out after {secs:.1} s")]
@@ -61,7 +64,7 @@ impl TransportError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         TransportError::Io {
             context: context.into(),
-            source,
+            source: Arc::new(source),
         }
     }
 
