@@ -67,20 +67,22 @@ async fn wrong_peer_id_fails(listen: &str) {
     let a = node(listen).await;
     let b = node(listen).await;
     let imposter = PeerId::random();
-    let err = within(
-        T,
-        "dial",
-        b.dial(a.listen_addrs()[0].with_peer_id(imposter)),
-    )
-    .await
-    .unwrap_err();
-    match &err {
-        NodeError::Transport(TransportError::PeerIdMismatch { expected, actual }) => {
-            assert_eq!(*expected, imposter);
-            assert_eq!(*actual, a.local_peer_id());
+    let wrong = a.listen_addrs()[0].with_peer_id(imposter);
+    // Two callers dialing the same peer share one dial, and both get the typed error.
+    let (e1, e2) = within(T, "dial", async {
+        tokio::join!(b.dial(wrong.clone()), b.dial(wrong.clone()))
+    })
+    .await;
+    for err in [e1.unwrap_err(), e2.unwrap_err()] {
+        match &err {
+            NodeError::Transport(TransportError::PeerIdMismatch { expected, actual }) => {
+                assert_eq!(*expected, imposter);
+                assert_eq!(*actual, a.local_peer_id());
+            }
+            other => panic!("expected a peer id mismatch, got {other}"),
         }
-        other => panic!("expected a peer id mismatch, got {other}"),
     }
+    let err = within(T, "dial", b.dial(wrong)).await.unwrap_err();
     assert!(err.to_string().contains("peer id mismatch"), "{err}");
     assert!(!err.is_transient());
     assert!(b.connected_peers().is_empty());
