@@ -78,7 +78,7 @@ pub fn mux_reassemble(data: &[u8]) {
         let (frame, tail) = tail.split_at(len);
         rest = tail;
         let _ = MuxHeader::decode(frame);
-        match r.push(frame.to_vec()) {
+        match r.push(frame) {
             Ok(Some(m)) => assert!(m.len() <= limits.max_message_size),
             Ok(None) => {}
             Err(_) => break,

@@ -132,7 +132,7 @@ fn seeds_are_valid_encodings() {
                 let mut r = Reassembler::new(&limits);
                 let mut complete = 0;
                 for frame in split_mux_input(data) {
-                    if r.push(frame.to_vec()).expect(&what).is_some() {
+                    if r.push(frame).expect(&what).is_some() {
                         complete += 1;
                     }
                 }

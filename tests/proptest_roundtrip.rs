@@ -397,7 +397,7 @@ proptest! {
                 Some(ix) => pending[ix.index(pending.len())],
                 None => pending[0],
             };
-            let frame = frames[i][next[i]].clone();
+            let frame = &frames[i][next[i]];
             next[i] += 1;
             let out = r.push(frame).unwrap();
             if next[i] == frames[i].len() {
@@ -421,11 +421,11 @@ proptest! {
         let mut first = Vec::new();
         MuxHeader { id: 1, total_len: Some(message.len() as u32), last: false }.encode(&mut first);
         first.extend_from_slice(&message);
-        prop_assert_eq!(r.push(first).unwrap(), None);
+        prop_assert_eq!(r.push(&first).unwrap(), None);
         let mut more = Vec::new();
         MuxHeader { id: 1, total_len: None, last: true }.encode(&mut more);
         more.extend_from_slice(&extra);
-        prop_assert!(r.push(more).is_err());
+        prop_assert!(r.push(&more).is_err());
     }
 }
 
@@ -469,7 +469,7 @@ proptest! {
         let _ = FrameCodec::new(16).decode_all(&data);
         let _ = FrameCodec::new(16).decode(&mut BytesMut::from(&data[..]));
         let _ = MuxHeader::decode(&data);
-        let _ = Reassembler::new(&Limits::default()).push(data.clone());
+        let _ = Reassembler::new(&Limits::default()).push(&data);
         let _ = HandshakePayload::decode(&data);
         let _ = PeerId::from_bytes(&data);
         let _ = postcard::from_bytes::<PeerId>(&data);

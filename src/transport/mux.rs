@@ -135,8 +135,8 @@ impl Reassembler {
 
     /// Feeds one decrypted frame. Returns a message when this frame completes one.
     /// An error means the peer broke the protocol; the connection must be closed.
-    pub fn push(&mut self, frame: Vec<u8>) -> Result<Option<Bytes>, WireError> {
-        let (header, offset) = MuxHeader::decode(&frame)?;
+    pub fn push(&mut self, frame: &[u8]) -> Result<Option<Bytes>, WireError> {
+        let (header, offset) = MuxHeader::decode(frame)?;
         let chunk_len = frame.len() - offset;
         match header.total_len {
             Some(total) => {
@@ -166,7 +166,7 @@ impl Reassembler {
                             "message shorter than announced",
                         ));
                     }
-                    return Ok(Some(Bytes::from(frame).slice(offset..)));
+                    return Ok(Some(Bytes::copy_from_slice(&frame[offset..])));
                 }
                 if self.partial.len() >= self.limits.max_partial_messages {
                     return Err(WireError::malformed(
@@ -271,8 +271,8 @@ pub(crate) async fn run<S: InboundSink>(
 
     let read_loop = async {
         let mut reassembler = Reassembler::new(&config.limits);
+        let mut frame = Vec::new();
         loop {
-            let mut frame = Vec::new();
             if let Err(e) = reader.read_frame_into(&mut frame).await {
                 return match e.kind() {
                     std::io::ErrorKind::UnexpectedEof if reassembler.partial_messages() == 0 => {
@@ -282,7 +282,7 @@ pub(crate) async fn run<S: InboundSink>(
                 };
             }
             activity.touch_rx();
-            match reassembler.push(frame) {
+            match reassembler.push(&frame) {
                 Ok(Some(message)) => sink.deliver(&info, message).await,
                 Ok(None) => {}
                 Err(e) => return CloseReason::Error(e.to_string()),
@@ -409,9 +409,9 @@ mod tests {
             },
             b"cd",
         );
-        assert_eq!(r.push(a1).unwrap(), None);
-        assert_eq!(r.push(b).unwrap().unwrap(), &b"x"[..]);
-        assert_eq!(r.push(a2).unwrap().unwrap(), &b"abcd"[..]);
+        assert_eq!(r.push(&a1).unwrap(), None);
+        assert_eq!(r.push(&b).unwrap().unwrap(), &b"x"[..]);
+        assert_eq!(r.push(&a2).unwrap().unwrap(), &b"abcd"[..]);
         assert_eq!(r.buffered_bytes(), 0);
     }
 
@@ -424,7 +424,7 @@ mod tests {
         };
         let mut r = Reassembler::new(&limits);
         assert!(
-            r.push(frame(
+            r.push(&frame(
                 MuxHeader {
                     id: 1,
                     total_len: Some(101),
@@ -436,7 +436,7 @@ mod tests {
         );
         let mut r = Reassembler::new(&limits);
         assert!(
-            r.push(frame(
+            r.push(&frame(
                 MuxHeader {
                     id: 1,
                     total_len: Some(3),
@@ -448,7 +448,7 @@ mod tests {
         );
         let mut r = Reassembler::new(&limits);
         assert!(
-            r.push(frame(
+            r.push(&frame(
                 MuxHeader {
                     id: 9,
                     total_len: None,
@@ -459,7 +459,7 @@ mod tests {
             .is_err()
         );
         let mut r = Reassembler::new(&limits);
-        r.push(frame(
+        r.push(&frame(
             MuxHeader {
                 id: 1,
                 total_len: Some(50),
@@ -469,7 +469,7 @@ mod tests {
         ))
         .unwrap();
         assert!(
-            r.push(frame(
+            r.push(&frame(
                 MuxHeader {
                     id: 1,
                     total_len: None,
@@ -479,11 +479,7 @@ mod tests {
             ))
             .is_err()
         );
-        assert!(
-            Reassembler::new(&limits)
-                .push(vec![0, 0, 0, 1, 0xff])
-                .is_err()
-        );
-        assert!(Reassembler::new(&limits).push(vec![0, 0]).is_err());
+        assert!(Reassembler::new(&limits).push(&[0, 0, 0, 1, 0xff]).is_err());
+        assert!(Reassembler::new(&limits).push(&[0, 0]).is_err());
     }
 }

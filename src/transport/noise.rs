@@ -185,6 +185,9 @@ pub struct SecureReader {
     io: BoxReader,
     state: Arc<snow::StatelessTransportState>,
     nonce: u64,
+    /// Ciphertext of the frame being read: reused while frames keep coming, released when
+    /// the stream goes idle.
+    cipher: Vec<u8>,
 }
 
 /// Sending half of a [`SecureStream`].
@@ -245,25 +248,61 @@ impl SecureWriter {
 }
 
 impl SecureReader {
-    /// Reads one frame and decrypts it into `out` (replacing its contents).
-    pub(crate) async fn read_frame_into(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+    /// Reads the 2-byte length of the next frame. If no byte is ready, the ciphertext buffer
+    /// and `out` are released before waiting, so an idle connection holds neither.
+    async fn read_frame_len(&mut self, out: &mut Vec<u8>) -> std::io::Result<usize> {
+        use std::task::Poll;
         let mut len = [0u8; 2];
-        self.io.read_exact(&mut len).await?;
-        let len = u16::from_be_bytes(len) as usize;
+        let mut filled = 0;
+        let (io, cipher) = (&mut self.io, &mut self.cipher);
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut rb = tokio::io::ReadBuf::new(&mut len[filled..]);
+                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                        return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    Poll::Ready(Ok(())) => {
+                        filled += rb.filled().len();
+                        if filled == len.len() {
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if cipher.capacity() != 0 {
+                            *cipher = Vec::new();
+                            *out = Vec::new();
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+        })
+        .await?;
+        Ok(u16::from_be_bytes(len) as usize)
+    }
+
+    /// Reads one frame and decrypts it into `out` (replacing its contents). Buffers are reused
+    /// from frame to frame while data keeps arriving.
+    pub(crate) async fn read_frame_into(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let len = self.read_frame_len(out).await?;
         if len < TAG_LEN {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "noise frame shorter than its authentication tag",
             ));
         }
-        // `len` ≤ 65 535 by construction: the 2-byte prefix is the limit.
-        let mut cipher = vec![0u8; len];
-        self.io.read_exact(&mut cipher).await?;
-        out.clear();
-        out.resize(len - TAG_LEN, 0);
+        // `len` ≤ 65 535 by construction: the 2-byte prefix is the limit. `resize` zeroes only
+        // growth, so a reused buffer costs no memset.
+        self.cipher.resize(len, 0);
+        self.io.read_exact(&mut self.cipher).await?;
+        // With `out` at least as long as the ciphertext, snow's ring backend decrypts in place
+        // in `out` instead of copying the ciphertext to a temporary first.
+        out.resize(len, 0);
         let n = self
             .state
-            .read_message(self.nonce, &cipher, out)
+            .read_message(self.nonce, &self.cipher, out)
             .map_err(|_| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -389,6 +428,7 @@ pub async fn handshake(
             io: reader,
             state: state.clone(),
             nonce: 0,
+            cipher: Vec::new(),
         },
         writer: SecureWriter {
             io: writer,

@@ -19,6 +19,9 @@ use super::{CloseReason, ConnectionInfo, InboundSink, TransportConfig, Transport
 use crate::identity::{Keypair, PeerId};
 use crate::wire::FrameCodec;
 
+/// Messages up to this size are sent ahead of larger ones on the same connection.
+const SMALL_MESSAGE: usize = 64 * 1024;
+
 fn quic_transport_config(cfg: &TransportConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_uni_streams(cfg.quic_max_streams.into());
@@ -27,6 +30,10 @@ fn quic_transport_config(cfg: &TransportConfig) -> quinn::TransportConfig {
     t.receive_window(cfg.quic_connection_window.into());
     t.send_window(cfg.quic_connection_window as u64);
     t.max_idle_timeout(quinn::IdleTimeout::try_from(cfg.quic_max_idle).ok());
+    // Without fairness, streams of equal priority are sent in the order written, instead of
+    // round-robin across every bulk message in flight (which cost a third of throughput).
+    // Small messages get a higher priority below, so they still overtake bulk transfers.
+    t.send_fairness(false);
     t
 }
 
@@ -199,6 +206,7 @@ pub(crate) async fn run<S: InboundSink>(
             let Ok(header) = codec.encode_header(msg.len()) else {
                 continue; // refused at enqueue time already; unreachable in practice
             };
+            let _ = send.set_priority(if msg.len() <= SMALL_MESSAGE { 1 } else { 0 });
             tokio::spawn(async move {
                 let mut chunks = [
                     Bytes::copy_from_slice(&header),
