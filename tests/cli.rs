@@ -25,7 +25,14 @@ impl Drop for Running {
 
 fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let mut child = Command::new(BIN)
-        .args(["p2p", "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args([
+            "p2p",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
@@ -51,7 +58,9 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let mut peer_id = None;
     let mut listening = Vec::new();
     while listening.len() < 2 {
-        let line = rx.recv_timeout(T).expect("ggen p2p start prints its addresses");
+        let line = rx
+            .recv_timeout(T)
+            .expect("ggen p2p start prints its addresses");
         if let Some(id) = line.strip_prefix("peer id: ") {
             peer_id = Some(id.to_string());
         } else if let Some(a) = line.strip_prefix("listening on ") {
@@ -61,9 +70,17 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let peer_id = peer_id.expect("peer id line");
     for a in &listening {
         assert!(a.ends_with(&format!("/p2p/{peer_id}")), "{a}");
-        assert!(!a.contains("/tcp/0/") && !a.contains("/udp/0/"), "real port printed: {a}");
+        assert!(
+            !a.contains("/tcp/0/") && !a.contains("/udp/0/"),
+            "real port printed: {a}"
+        );
     }
-    Running { child, peer_id, listening, stderr: erx }
+    Running {
+        child,
+        peer_id,
+        listening,
+        stderr: erx,
+    }
 }
 
 fn wait_for_stderr(r: &Running, needle: &str) -> String {
@@ -96,25 +113,47 @@ fn start_ping_stop_restart_keeps_identity() {
     for addr in &node.listening {
         let out = ggen(&["p2p", "ping", addr, "--count", "2", "--interval", "0"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "ping {addr} failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(stdout.matches(&format!("pong from {}", node.peer_id)).count(), 2, "{stdout}");
+        assert!(
+            out.status.success(),
+            "ping {addr} failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout
+                .matches(&format!("pong from {}", node.peer_id))
+                .count(),
+            2,
+            "{stdout}"
+        );
         assert!(stdout.contains("time="), "{stdout}");
     }
     // The node logs connections with the peer and address.
     let line = wait_for_stderr(&node, "connected");
-    assert!(line.contains("peer=12D3KooW") && line.contains("addr=/ip4/127.0.0.1/"), "{line}");
+    assert!(
+        line.contains("peer=12D3KooW") && line.contains("addr=/ip4/127.0.0.1/"),
+        "{line}"
+    );
     wait_for_stderr(&node, "disconnected");
 
     // SIGINT: clean exit.
     let mut node = node;
     let pid = node.child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = std::time::Instant::now() + T;
     let status = loop {
         if let Some(s) = node.child.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "ggen did not exit on SIGINT");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ggen did not exit on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
@@ -138,10 +177,20 @@ fn ping_failures_exit_non_zero_with_one_line() {
         assert!(last.starts_with("error: peer id mismatch"), "{err}");
     }
     // Nobody listens on port 1.
-    let out = ggen(&["p2p", "ping", &format!("/ip4/127.0.0.1/tcp/1/p2p/{other}"), "-n", "1"]);
+    let out = ggen(&[
+        "p2p",
+        "ping",
+        &format!("/ip4/127.0.0.1/tcp/1/p2p/{other}"),
+        "-n",
+        "1",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("refused"), "{err}");
     // A malformed address is refused by argument parsing, naming the bad part.
     let out = ggen(&["p2p", "ping", "/ip4/1.2.3/tcp/1"]);
@@ -153,7 +202,12 @@ fn ping_failures_exit_non_zero_with_one_line() {
 fn a_node_started_with_bootstrap_connects_to_it() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let boot = start(d1.path(), &[]);
-    let tcp = boot.listening.iter().find(|a| a.contains("/tcp/")).unwrap().clone();
+    let tcp = boot
+        .listening
+        .iter()
+        .find(|a| a.contains("/tcp/"))
+        .unwrap()
+        .clone();
     let joiner = start(d2.path(), &["--bootstrap", &tcp]);
     let line = wait_for_stderr(&joiner, "connected");
     assert!(line.contains(&boot.peer_id), "{line}");
@@ -167,5 +221,8 @@ fn corrupt_identity_file_is_a_clear_error() {
     let out = ggen(&["p2p", "id", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("identity.key") && err.contains("malformed"), "{err}");
+    assert!(
+        err.contains("identity.key") && err.contains("malformed"),
+        "{err}"
+    );
 }
