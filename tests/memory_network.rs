@@ -45,9 +45,7 @@ async fn two_hundred_memory_nodes_join_through_one_bootstrap_node() {
         senders.insert(m.peer);
     }
     assert_eq!(senders.len(), 200);
-    for n in nodes.iter().chain([&hub]) {
-        n.shutdown().await;
-    }
+    futures_util::future::join_all(nodes.iter().chain([&hub]).map(|n| n.shutdown())).await;
 }
 
 #[tokio::test(start_paused = true)]

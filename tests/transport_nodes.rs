@@ -151,9 +151,7 @@ async fn many_nodes_mesh(listen: &str, n: usize) {
         assert_eq!(m.peer, nodes[from].local_peer_id());
         assert_eq!(m.payload, Bytes::from(format!("from {from}")));
     }
-    for x in nodes.iter().chain([&boot]) {
-        x.shutdown().await;
-    }
+    futures_util::future::join_all(nodes.iter().chain([&boot]).map(|x| x.shutdown())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -284,7 +284,13 @@ impl Transport {
         }
     }
 
-    /// Closes every QUIC endpoint and waits (briefly) for close frames to go out.
+    /// Closes every QUIC endpoint and releases its UDP port before returning.
+    ///
+    /// Peers are sent CONNECTION_CLOSE at once. quinn then keeps each closed connection in its
+    /// draining state for three probe timeouts (up to about a second before RTT samples
+    /// exist), holding the socket. We wait for that only briefly; a drain still running is
+    /// moved to an ephemeral socket, so the listen port is free when this returns and the
+    /// drain finishes in the background.
     pub async fn shutdown(&self) {
         let eps: Vec<quinn::Endpoint> = self
             .inner
@@ -295,9 +301,20 @@ impl Transport {
         for ep in &eps {
             ep.close(0u32.into(), b"shutdown");
         }
-        for ep in eps {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ep.wait_idle()).await;
-        }
+        let drains = eps.iter().map(|ep| async move {
+            let drained =
+                tokio::time::timeout(std::time::Duration::from_millis(100), ep.wait_idle()).await;
+            if drained.is_err() {
+                let any: SocketAddr = match ep.local_addr() {
+                    Ok(a) if a.is_ipv6() => (IpAddr::from([0u16; 8]), 0).into(),
+                    _ => (IpAddr::from([0, 0, 0, 0]), 0).into(),
+                };
+                if let Ok(socket) = std::net::UdpSocket::bind(any) {
+                    let _ = ep.rebind(socket);
+                }
+            }
+        });
+        futures_util::future::join_all(drains).await;
     }
 }
 
