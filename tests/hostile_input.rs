@@ -58,6 +58,16 @@ async fn still_serves(n: &NodeHandle) {
     assert_eq!(panics(), 0, "a task panicked");
 }
 
+/// Waits for the node to close `session`, then checks it still serves honest peers.
+async fn session_closed_then_still_serves(mut session: SecureStream, n: NodeHandle) {
+    within(T, "node to close the session", async {
+        while session.read_frame().await.is_ok() {}
+    })
+    .await;
+    still_serves(&n).await;
+    n.shutdown().await;
+}
+
 /// Completes a genuine Noise handshake with the node over a raw socket, returning the session
 /// so the test can then misbehave inside it.
 async fn raw_session(n: &NodeHandle) -> SecureStream {
@@ -121,12 +131,7 @@ async fn frame_that_fails_decryption_closes_the_connection() {
     let mut frame = vec![0u8, 48];
     frame.extend((0..48).map(|_| rand::random::<u8>()));
     session.write_raw(&frame).await.unwrap();
-    within(T, "closed", async {
-        while session.read_frame().await.is_ok() {}
-    })
-    .await;
-    still_serves(&n).await;
-    n.shutdown().await;
+    session_closed_then_still_serves(session, n).await;
 }
 
 #[tokio::test]
@@ -134,12 +139,7 @@ async fn frame_shorter_than_its_tag_closes_the_connection() {
     let n = victim().await;
     let mut session = raw_session(&n).await;
     session.write_raw(&[0, 3, 1, 2, 3]).await.unwrap();
-    within(T, "closed", async {
-        while session.read_frame().await.is_ok() {}
-    })
-    .await;
-    still_serves(&n).await;
-    n.shutdown().await;
+    session_closed_then_still_serves(session, n).await;
 }
 
 #[tokio::test]
@@ -155,12 +155,7 @@ async fn message_announcing_more_than_the_limit_closes_the_connection() {
     .encode(&mut plain);
     plain.extend_from_slice(b"tiny");
     session.write_frame(&plain).await.unwrap();
-    within(T, "closed", async {
-        while session.read_frame().await.is_ok() {}
-    })
-    .await;
-    still_serves(&n).await;
-    n.shutdown().await;
+    session_closed_then_still_serves(session, n).await;
 }
 
 #[tokio::test]
