@@ -1,5 +1,28 @@
-//! Kademlia DHT: routing table, iterative lookups, record and provider stores (sans-IO), and
-//! the driver that connects them to the node loop.
+//! Kademlia DHT: the keyspace, routing table, iterative lookups, record and provider stores
+//! and the protocol core, all sans-IO (time and randomness are passed in), plus the driver
+//! that connects the core to a node.
 //!
-//! Not built yet: this module is the home the Kademlia issue fills. It will own distances,
-//! k-buckets and queries; it must not open sockets or read the clock itself.
+//! This module owns distances, buckets, queries and the DHT wire messages. It must not open
+//! sockets, read the clock or use a thread RNG inside the core: [`Kademlia`] is driven by
+//! `handle_message(now, from, msg)` / `handle_timeout(now, rng)` and drained with
+//! `poll_action()`. The same core runs under the tokio driver and under the simulator
+//! ([`crate::sim`]).
+
+mod config;
+mod key;
+mod message;
+mod protocol;
+mod query;
+mod routing_table;
+mod store;
+
+pub use config::{KademliaConfig, Mode};
+pub use key::{Distance, Key};
+pub use message::{Message, MessageLimits, PeerRecord, Record, Request, Response};
+pub use protocol::{
+    Action, KadEvent, Kademlia, Progress, QueryError, QueryId, QueryOutcome, QueryStats,
+    RecordValidator,
+};
+pub use query::Lookup;
+pub use routing_table::{BucketSnapshot, Entry, RoutingTable, RoutingTableSnapshot, Update};
+pub use store::{ProviderStore, RecordStore, StoreError, StoredRecord};
