@@ -15,6 +15,10 @@ use std::str::FromStr;
 
 use bytes::BytesMut;
 use ggen_p2p::fuzzing;
+use ggen_p2p::kademlia::{
+    Key, Message as KadMessage, MessageLimits, PeerRecord as KadPeer, Record as KadRecord,
+    Request as KadRequest, Response as KadResponse,
+};
 use ggen_p2p::transport::mux::{MuxHeader, Reassembler};
 use ggen_p2p::transport::noise::{HandshakePayload, SIGNATURE_DOMAIN};
 use ggen_p2p::wire::{Envelope, FrameCodec, Limits, ProtocolId};
@@ -24,7 +28,7 @@ use ggen_p2p::{Keypair, Multiaddr, PeerId};
 type Entry = fn(&[u8]);
 
 /// Every fuzz target and the entry point it calls.
-const TARGETS: [(&str, Entry); 6] = [
+const TARGETS: [(&str, Entry); 8] = [
     ("frame_decode", fuzzing::frame_decode),
     ("envelope_decode", fuzzing::envelope_decode),
     ("multiaddr_parse", fuzzing::multiaddr_parse),
@@ -34,6 +38,8 @@ const TARGETS: [(&str, Entry); 6] = [
         fuzzing::handshake_payload_decode,
     ),
     ("mux_reassemble", fuzzing::mux_reassemble),
+    ("kademlia_message_decode", fuzzing::kademlia_message_decode),
+    ("kademlia_core", fuzzing::kademlia_core),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -138,6 +144,11 @@ fn seeds_are_valid_encodings() {
                 }
                 assert!(complete > 0 && r.partial_messages() == 0, "{what}");
             }
+            "kademlia_message_decode" => {
+                KadMessage::decode(data, &MessageLimits::default()).expect(&what);
+            }
+            // Any byte string is a valid event sequence; the entry point below checks it.
+            "kademlia_core" => {}
             other => panic!("seed for unknown target {other}"),
         }
         // And the entry point itself accepts it.
@@ -354,6 +365,148 @@ fn seeds() -> Vec<Seed> {
     mux_frame(&mut big, h(u32::MAX, None, false), &body[2000..4000]);
     mux_frame(&mut big, h(u32::MAX, None, true), &body[4000..]);
     out.push(seed("mux_reassemble", "max-size", big));
+
+    // Kademlia messages: every request and response shape, with peers and addresses.
+    let rec = |i: usize| KadPeer {
+        peer: peers[i % peers.len()],
+        addrs: vec![
+            "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+            "/ip6/::1/udp/4001/quic-v1".parse().unwrap(),
+        ],
+    };
+    let record = KadRecord {
+        key: bytes::Bytes::from_static(b"pkg/serde@1.0.0"),
+        value: bytes::Bytes::from_static(b"signed metadata"),
+        publisher: Some(peers[0]),
+        ttl_secs: 3600,
+    };
+    let key = bytes::Bytes::from_static(b"pkg/serde");
+    let kad: Vec<(&str, KadMessage)> = vec![
+        (
+            "ping",
+            KadMessage::Request {
+                id: 1,
+                sender: Some(rec(0)),
+                body: KadRequest::Ping,
+            },
+        ),
+        (
+            "find-node",
+            KadMessage::Request {
+                id: 2,
+                sender: None,
+                body: KadRequest::FindNode {
+                    key: Key::from_record_key(b"t"),
+                },
+            },
+        ),
+        (
+            "get-value",
+            KadMessage::Request {
+                id: 3,
+                sender: Some(rec(1)),
+                body: KadRequest::GetValue { key: key.clone() },
+            },
+        ),
+        (
+            "put-value",
+            KadMessage::Request {
+                id: 4,
+                sender: Some(rec(1)),
+                body: KadRequest::PutValue {
+                    record: record.clone(),
+                },
+            },
+        ),
+        (
+            "add-provider",
+            KadMessage::Request {
+                id: 5,
+                sender: Some(rec(2)),
+                body: KadRequest::AddProvider {
+                    key: key.clone(),
+                    provider: rec(2),
+                },
+            },
+        ),
+        (
+            "get-providers",
+            KadMessage::Request {
+                id: 6,
+                sender: None,
+                body: KadRequest::GetProviders { key },
+            },
+        ),
+        (
+            "nodes",
+            KadMessage::Response {
+                id: 2,
+                body: KadResponse::Nodes {
+                    closer: (0..20).map(rec).collect(),
+                },
+            },
+        ),
+        (
+            "value",
+            KadMessage::Response {
+                id: 3,
+                body: KadResponse::Value {
+                    record: Some(record),
+                    closer: vec![rec(0)],
+                },
+            },
+        ),
+        (
+            "providers",
+            KadMessage::Response {
+                id: 6,
+                body: KadResponse::Providers {
+                    providers: vec![rec(2)],
+                    closer: vec![rec(1)],
+                },
+            },
+        ),
+        (
+            "stored",
+            KadMessage::Response {
+                id: 4,
+                body: KadResponse::Stored,
+            },
+        ),
+        (
+            "error",
+            KadMessage::Response {
+                id: 4,
+                body: KadResponse::Error {
+                    reason: "refused".into(),
+                },
+            },
+        ),
+    ];
+    for (name, m) in kad {
+        out.push(seed("kademlia_message_decode", name, m.encode().to_vec()));
+    }
+    // Core event sequences: requests of every kind, queries, responses, time jumps.
+    out.push(seed(
+        "kademlia_core",
+        "requests",
+        (0..6u8)
+            .flat_map(|k| [0, k, 1, k, 1, 2, k, 3])
+            .collect::<Vec<u8>>(),
+    ));
+    out.push(seed(
+        "kademlia_core",
+        "queries-and-answers",
+        vec![
+            8, 1, 0, 8, 2, 0, 7, 0, 1, 7, 1, 2, 3, 0, 0, 5, 4, 1, 1, 6, 6, 40, 0, 0, 5, 3, 2, 9, 6,
+            60, 0,
+        ],
+    ));
+    out.push(seed(
+        "kademlia_core",
+        "bootstrap-then-timeouts",
+        vec![8, 1, 0, 8, 5, 0, 7, 5, 0, 6, 200, 0, 6, 255, 0, 6, 255, 0],
+    ));
 
     out
 }

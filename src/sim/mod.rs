@@ -307,7 +307,9 @@ impl Simulator {
                 if self.nodes[node].timer == Some(at) {
                     self.nodes[node].timer = None;
                 }
-                if self.nodes[node].alive && now >= self.nodes[node].kad.next_timeout() {
+                if !self.nodes[node].alive {
+                    // A crashed node does nothing, timers included.
+                } else if now >= self.nodes[node].kad.next_timeout() {
                     let n = &mut self.nodes[node];
                     n.kad.handle_timeout(now, &mut self.rng);
                     self.drain(node);
