@@ -9,6 +9,7 @@
 //! ([`crate::sim`]).
 
 mod config;
+mod driver;
 mod key;
 mod message;
 mod protocol;
@@ -17,6 +18,7 @@ mod routing_table;
 mod store;
 
 pub use config::{KademliaConfig, Mode};
+pub use driver::{Dht, DhtError};
 pub use key::{Distance, Key};
 pub use message::{Message, MessageLimits, PeerRecord, Record, Request, Response};
 pub use protocol::{
