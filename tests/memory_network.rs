@@ -191,3 +191,55 @@ async fn lost_bootstrap_peer_is_redialed_with_backoff() {
     hub.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn at_the_limit_the_longest_idle_connection_is_evicted() {
+    let hub = node_with("/memory/0", |c| {
+        c.max_connections = 2;
+        c.eviction_min_idle = Some(Duration::from_secs(1));
+    })
+    .await;
+    let peers = [
+        node("/memory/0").await,
+        node("/memory/0").await,
+        node("/memory/0").await,
+    ];
+    let p = proto("/test/use");
+    let _rx = hub.register(p.clone()).unwrap();
+    within(T, "dial 0", peers[0].dial(dial_addr(&hub)))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    within(T, "dial 1", peers[1].dial(dial_addr(&hub)))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // Peer 0 is used now; peer 1 has been idle longest.
+    peers[0]
+        .send(hub.local_peer_id(), &p, Bytes::from_static(b"busy"))
+        .await
+        .unwrap();
+    wait_for(T, "hub saw traffic", || {
+        hub.metrics().messages_received == 1
+    })
+    .await;
+    within(T, "dial 2", peers[2].dial(dial_addr(&hub)))
+        .await
+        .unwrap();
+    wait_for(T, "eviction", || {
+        hub.is_connected(&peers[0].local_peer_id())
+            && hub.is_connected(&peers[2].local_peer_id())
+            && !hub.is_connected(&peers[1].local_peer_id())
+    })
+    .await;
+    // Connections younger than eviction_min_idle are not evicted: the next newcomer is refused.
+    let extra = node("/memory/0").await;
+    assert!(
+        within(T, "dial 3", extra.dial(dial_addr(&hub)))
+            .await
+            .is_err()
+    );
+    for n in peers.iter().chain([&hub, &extra]) {
+        n.shutdown().await;
+    }
+}

@@ -42,6 +42,12 @@ pub struct NodeConfig {
     /// Largest delay between bootstrap redials (default 60 s).
     #[serde(with = "super::duration_secs")]
     pub reconnect_max_backoff: Duration,
+    /// When the node is at `max_connections`, a new connection (inbound or dialed) evicts
+    /// the connection that has carried no protocol message for longest, provided it has been
+    /// idle at least this long (default 10 s; bootstrap peers are never evicted). `None`:
+    /// refuse new connections instead.
+    #[serde(default = "default_eviction", with = "opt_duration_secs")]
+    pub eviction_min_idle: Option<Duration>,
     /// Messages queued for one protocol handler before the connections delivering to it wait
     /// (default 1024).
     pub handler_queue: usize,
@@ -63,9 +69,33 @@ impl Default for NodeConfig {
             keepalive_timeout: Duration::from_secs(45),
             reconnect_initial_backoff: Duration::from_secs(1),
             reconnect_max_backoff: Duration::from_secs(60),
+            eviction_min_idle: default_eviction(),
             handler_queue: 1024,
             transport: TransportConfig::default(),
         }
+    }
+}
+
+fn default_eviction() -> Option<Duration> {
+    Some(Duration::from_secs(10))
+}
+
+mod opt_duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

@@ -207,7 +207,42 @@ impl EventLoop {
     }
 
     fn connection_count(&self) -> usize {
-        self.running.len() + self.pending_inbound + self.dials.len()
+        self.shared.connections.len() + self.pending_inbound + self.dials.len()
+    }
+
+    /// At the connection limit: frees a slot by closing the connection idle the longest, if
+    /// eviction is on and that connection has been idle long enough. True if a slot was freed.
+    fn evict_idle(&mut self) -> bool {
+        let Some(min_idle) = self.config.eviction_min_idle else {
+            return false;
+        };
+        let keep: Vec<PeerId> = self.bootstrap.iter().filter_map(|b| b.peer).collect();
+        let victim = self
+            .shared
+            .connections
+            .iter()
+            .filter(|c| !keep.contains(c.key()))
+            .map(|c| (c.value().since_app(), *c.key()))
+            .filter(|(idle, _)| *idle >= min_idle)
+            .max();
+        match victim {
+            Some((_, peer)) => {
+                if let Some((_, pc)) = self.shared.connections.remove(&peer) {
+                    pc.handle.close();
+                    self.closed_event(
+                        peer,
+                        &pc.handle.info().remote_addr,
+                        "evicted: connection limit",
+                    );
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn at_limit(&mut self) -> bool {
+        self.connection_count() >= self.config.max_connections && !self.evict_idle()
     }
 
     fn dial(&mut self, addr: Multiaddr, reply: Option<DialReply>, bootstrap: Option<usize>) {
@@ -238,7 +273,7 @@ impl EventLoop {
                 }
             }
         }
-        if self.connection_count() >= self.config.max_connections {
+        if self.at_limit() {
             let e = NodeError::ConnectionLimit(self.config.max_connections);
             self.shared.emit(NodeEvent::DialFailed {
                 addr: addr.clone(),
@@ -410,7 +445,7 @@ impl EventLoop {
             });
             inc.refuse();
         };
-        if self.connection_count() >= self.config.max_connections {
+        if self.at_limit() {
             let reason = format!(
                 "connection limit of {} reached",
                 self.config.max_connections
