@@ -39,6 +39,8 @@ pub struct Lookup {
     candidates: BTreeMap<Distance, Candidate>,
     by_peer: HashMap<PeerId, Distance>,
     contacted: usize,
+    /// Per path: answers in a row that brought no peer closer than the closest known.
+    no_progress: Vec<usize>,
 }
 
 impl Lookup {
@@ -62,6 +64,7 @@ impl Lookup {
             candidates: BTreeMap::new(),
             by_peer: HashMap::new(),
             contacted: 0,
+            no_progress: vec![0; paths.max(1)],
         };
         for (i, s) in seeds.into_iter().enumerate() {
             let path = i % l.paths;
@@ -105,8 +108,31 @@ impl Lookup {
         }
         c.state = State::Succeeded;
         let (depth, path) = (c.depth + 1, c.path);
+        let best_before = self.best(path);
         for rec in closer.into_iter().take(self.k * 2) {
             self.add(rec, depth, path);
+        }
+        let progressed = self.best(path) < best_before;
+        if let Some(n) = self.no_progress.get_mut(path) {
+            *n = if progressed { 0 } else { *n + 1 };
+        }
+    }
+
+    /// Distance of the closest non-failed candidate on `path`.
+    fn best(&self, path: usize) -> Option<Distance> {
+        self.candidates
+            .iter()
+            .find(|(_, c)| c.path == path && c.state != State::Failed)
+            .map(|(d, _)| *d)
+    }
+
+    /// A path has stalled when α answers in a row brought nothing closer: from then on it
+    /// asks all of its k closest not yet asked at once (paper §2.3), instead of α at a time.
+    fn parallelism(&self, path: usize) -> usize {
+        if self.no_progress.get(path).copied().unwrap_or(0) >= self.alpha {
+            self.k
+        } else {
+            self.alpha
         }
     }
 
@@ -124,6 +150,7 @@ impl Lookup {
     pub fn next_requests(&mut self) -> Vec<PeerRecord> {
         let mut out = Vec::new();
         for path in 0..self.paths {
+            let limit = self.parallelism(path);
             let mut in_flight = self
                 .candidates
                 .values()
@@ -131,7 +158,7 @@ impl Lookup {
                 .count();
             let mut considered = 0;
             for c in self.candidates.values_mut().filter(|c| c.path == path) {
-                if considered >= self.k || in_flight >= self.alpha {
+                if considered >= self.k || in_flight >= limit {
                     break;
                 }
                 match c.state {
