@@ -113,6 +113,7 @@ impl Dht {
         let (cmd, cmd_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+        let node_events = node.events();
         let mut driver = Driver {
             core,
             node: node.clone(),
@@ -126,7 +127,7 @@ impl Dht {
             let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
             driver.core.bootstrap(now, &mut rng);
         }
-        tokio::spawn(driver.run(cmd_rx, inbound, failed_rx));
+        tokio::spawn(driver.run(cmd_rx, inbound, failed_rx, node_events));
         Ok(Dht { cmd, events, local })
     }
 
@@ -301,6 +302,7 @@ impl Driver {
         mut cmd_rx: mpsc::UnboundedReceiver<Command>,
         mut inbound: mpsc::Receiver<crate::node::InboundMessage>,
         mut failed_rx: mpsc::UnboundedReceiver<(PeerId, Message)>,
+        mut node_events: broadcast::Receiver<crate::node::NodeEvent>,
     ) {
         self.drain();
         loop {
@@ -321,6 +323,13 @@ impl Driver {
                     None => return,
                 },
                 Some((peer, msg)) = failed_rx.recv() => self.core.on_send_failed(now(), peer, &msg),
+                ev = node_events.recv() => match ev {
+                    Ok(crate::node::NodeEvent::ConnectionClosed { peer, .. }) => {
+                        self.core.on_disconnected(now(), peer);
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
                 _ = tokio::time::sleep_until(deadline) => {
                     self.core.handle_timeout(now(), &mut self.rng);
                 }

@@ -1036,6 +1036,22 @@ impl Kademlia {
         }
     }
 
+    /// The connection to `peer` closed: its outstanding requests can no longer be answered,
+    /// so they fail now instead of at their timeout.
+    pub fn on_disconnected(&mut self, now: Instant, peer: PeerId) {
+        let lost: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, o)| o.peer.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(out) = self.requests.remove(&id) {
+                self.on_response(now, out, None);
+            }
+        }
+    }
+
     // ---- time -------------------------------------------------------------------------
 
     /// Processes everything due at `now`: request and query timeouts, and maintenance
