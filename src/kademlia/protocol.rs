@@ -960,6 +960,20 @@ impl Kademlia {
     }
 
     /// `body` is `None` for a timeout or a delivery failure.
+    /// A request whose connection closed before the answer: retried by its lookup, and not
+    /// held against the peer (the closing may have been our own connection eviction).
+    fn on_lost(&mut self, now: Instant, out: Outstanding) {
+        match out.purpose {
+            Purpose::Lookup(id) => {
+                if let Some(q) = self.queries.get_mut(&id) {
+                    q.lookup.on_lost_link(&out.peer.peer);
+                }
+                self.advance(now, id);
+            }
+            _ => self.on_response(now, out, None),
+        }
+    }
+
     fn on_response(&mut self, now: Instant, out: Outstanding, body: Option<Response>) {
         let peer = out.peer.peer;
         // No answer at all (timeout, undeliverable) counts against the peer; an error answer
@@ -1047,7 +1061,7 @@ impl Kademlia {
             .collect();
         for id in lost {
             if let Some(out) = self.requests.remove(&id) {
-                self.on_response(now, out, None);
+                self.on_lost(now, out);
             }
         }
     }

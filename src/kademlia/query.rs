@@ -25,6 +25,7 @@ struct Candidate {
     state: State,
     depth: u32,
     path: usize,
+    retried: bool,
 }
 
 /// One lookup towards `target`.
@@ -91,6 +92,7 @@ impl Lookup {
                 state: State::NotContacted,
                 depth,
                 path,
+                retried: false,
             },
         );
     }
@@ -141,6 +143,22 @@ impl Lookup {
         if let Some(c) = self.get_mut(peer) {
             if c.state == State::Waiting || c.state == State::NotContacted {
                 c.state = State::Failed;
+            }
+        }
+    }
+
+    /// The connection carrying our request to `peer` closed before it answered (for example,
+    /// evicted at a connection limit). That says nothing about the peer, so it is asked once
+    /// more; a second loss counts as a failure.
+    pub fn on_lost_link(&mut self, peer: &PeerId) {
+        if let Some(c) = self.get_mut(peer) {
+            if c.state == State::Waiting {
+                if c.retried {
+                    c.state = State::Failed;
+                } else {
+                    c.retried = true;
+                    c.state = State::NotContacted;
+                }
             }
         }
     }
