@@ -424,9 +424,9 @@ impl Kademlia {
 
     // ---- starting queries -------------------------------------------------------------
 
-    fn start(&mut self, now: Instant, target: Key, kind: Kind) -> QueryId {
-        let id = self.next_query;
-        self.next_query += 1;
+    /// A lookup towards `target`, seeded with the k closest peers in our table (or the
+    /// bootstrap peers when the table is empty).
+    fn new_lookup(&self, target: Key) -> Lookup {
         let mut seeds: Vec<PeerRecord> = self
             .table
             .closest(&target, self.config.k)
@@ -436,7 +436,7 @@ impl Kademlia {
         if seeds.is_empty() {
             seeds = self.bootstrap_peers.clone();
         }
-        let lookup = Lookup::new(
+        Lookup::new(
             target,
             self.local,
             seeds,
@@ -444,7 +444,13 @@ impl Kademlia {
             self.config.alpha,
             self.config.beta,
             self.config.disjoint_paths,
-        );
+        )
+    }
+
+    fn start(&mut self, now: Instant, target: Key, kind: Kind) -> QueryId {
+        let id = self.next_query;
+        self.next_query += 1;
+        let lookup = self.new_lookup(target);
         self.queries.insert(
             id,
             Query {
@@ -665,22 +671,9 @@ impl Kademlia {
             self.finish(now, id, false);
             return;
         };
-        let seeds = self
-            .table
-            .closest(&target, self.config.k)
-            .into_iter()
-            .map(|e| e.record())
-            .collect();
+        let lookup = self.new_lookup(target);
         if let Some(q) = self.queries.get_mut(&id) {
-            q.lookup = Lookup::new(
-                target,
-                self.local,
-                seeds,
-                self.config.k,
-                self.config.alpha,
-                self.config.beta,
-                self.config.disjoint_paths,
-            );
+            q.lookup = lookup;
         }
         self.advance(now, id);
     }
