@@ -145,6 +145,13 @@ async fn kad(args: &Args) -> String {
         args.transport
     );
 
+    let established = |nodes: &[(NodeHandle, Dht)]| -> u64 {
+        nodes
+            .iter()
+            .map(|(n, _)| n.metrics().connections_established)
+            .sum()
+    };
+    let conns_before = established(&nodes);
     let (mut lat, mut hops, mut msgs, mut ok) = (Vec::new(), 0u64, 0u64, 0usize);
     for _ in 0..args.lookups {
         let from = rng.random_range(0..n);
@@ -168,6 +175,8 @@ async fn kad(args: &Args) -> String {
         }
     }
     lat.sort_by(f64::total_cmp);
+    // Each connection is counted at both ends.
+    let new_conns = (established(&nodes) - conns_before) as f64 / 2.0;
     let pairs = (args.lookups / 2).max(1);
     let (mut get_lat, mut put_lat, mut get_ok, mut put_ok) =
         (Vec::new(), Vec::new(), 0usize, 0usize);
@@ -203,7 +212,7 @@ async fn kad(args: &Args) -> String {
     let json = format!(
         concat!(
             "{{\"bench\":\"kad\",\"nodes\":{},\"transport\":\"{}\",\"max_connections_per_node\":{},\"settle_s\":{:.3},",
-            "\"lookup\":{{\"count\":{},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"success_ratio\":{:.4},\"mean_hops\":{:.2},\"mean_messages\":{:.1}}},",
+            "\"lookup\":{{\"count\":{},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"success_ratio\":{:.4},\"mean_hops\":{:.2},\"mean_messages\":{:.1},\"new_connections_per_lookup\":{:.2}}},",
             "\"record_get\":{{\"count\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"success_ratio\":{:.4}}},",
             "\"record_put\":{{\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"success_ratio\":{:.4}}},",
             "\"peak_rss_mb\":{:.1}}}"
@@ -219,6 +228,7 @@ async fn kad(args: &Args) -> String {
         ok as f64 / l,
         hops as f64 / l,
         msgs as f64 / l,
+        new_conns / l,
         pairs,
         percentile(&get_lat, 0.5),
         percentile(&get_lat, 0.99),

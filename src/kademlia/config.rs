@@ -73,6 +73,11 @@ pub struct KademliaConfig {
     /// When the routing table holds fewer than k peers, re-bootstrap this often (default 30 s).
     #[serde(with = "crate::node::duration_secs")]
     pub rebootstrap_interval: Duration,
+    /// A full bucket pings its least-recently-seen entry (to make room for a newcomer) only if
+    /// that entry has not been seen for this long (default 60 s); fresher buckets keep the
+    /// newcomer as a replacement candidate for the first entry that fails.
+    #[serde(with = "crate::node::duration_secs")]
+    pub liveness_check_after: Duration,
     /// Consecutive failures after which a peer is dropped from the table (default 3).
     pub max_failures: u32,
     /// Peers of one IPv4 /24 or IPv6 /48 per bucket (default 2; `None` = no limit).
@@ -115,6 +120,7 @@ impl Default for KademliaConfig {
             max_addrs_per_peer: 8,
             bucket_refresh_interval: Duration::from_secs(600),
             rebootstrap_interval: Duration::from_secs(30),
+            liveness_check_after: Duration::from_secs(60),
             max_failures: 3,
             bucket_ip_limit: Some(2),
             table_ip_limit: Some(10),

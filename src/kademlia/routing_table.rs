@@ -2,14 +2,16 @@
 //!
 //! Eviction follows the paper: a full bucket keeps its least-recently-seen entry unless that
 //! entry fails a liveness check. A newcomer to a full bucket waits in the bucket's single
-//! pending slot while the oldest entry is pinged; if the ping fails, the oldest is replaced.
-//! Entries that fail `max_failures` requests in a row are dropped. Diversity limits cap how
+//! pending slot (the paper's replacement cache, §4.1) and takes the place of the first entry
+//! that fails. The oldest entry is pinged only if it has not been seen for
+//! `liveness_check_after`: pinging on every newcomer would turn each inbound request into a
+//! dial, a handshake and, on a node at its connection limit, an eviction. Entries that fail `max_failures` requests in a row are dropped. Diversity limits cap how
 //! many peers of one IPv4 /24 or IPv6 /48 a bucket (and the table) may hold, which makes
 //! eclipsing a node from one network block expensive.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,8 @@ struct Bucket {
     /// Least recently seen first.
     entries: Vec<Entry>,
     pending: Option<Entry>,
+    /// The entry whose liveness check is under way, if any.
+    checking: Option<PeerId>,
     last_touched: Option<Instant>,
 }
 
@@ -57,15 +61,17 @@ pub enum Update {
     Inserted,
     /// The peer was already present; its entry is refreshed.
     Refreshed,
-    /// The bucket is full: the peer waits as pending, and `ping` (the bucket's oldest entry)
-    /// must be checked for liveness; report with [`RoutingTable::liveness`].
+    /// The bucket is full: the peer waits as pending, and `ping` (the bucket's oldest entry,
+    /// not seen for `liveness_check_after`) must be checked for liveness; report with
+    /// [`RoutingTable::liveness`].
     Pending {
         /// The least-recently-seen entry to ping.
         ping: PeerId,
     },
-    /// The bucket is full and a liveness check is already under way; the newcomer replaced
-    /// the previous pending candidate.
-    PendingReplaced,
+    /// The bucket is full and needs no check now (one is under way, or every entry was seen
+    /// recently): the peer waits as the pending candidate, replacing any earlier one, until
+    /// an entry fails.
+    Queued,
     /// Refused by a diversity limit.
     RejectedDiversity,
     /// Our own identity, or a peer with no address.
@@ -107,7 +113,7 @@ pub struct BucketSnapshot {
     pub index: usize,
     /// Peers in it, least recently seen first, with seconds since last seen.
     pub peers: Vec<(PeerId, u64)>,
-    /// A replacement candidate waiting on a liveness check.
+    /// A replacement candidate waiting for a slot.
     pub pending: Option<PeerId>,
 }
 
@@ -133,6 +139,7 @@ pub struct RoutingTable {
     bucket_ip_limit: Option<usize>,
     table_ip_limit: Option<usize>,
     exempt_loopback: bool,
+    liveness_check_after: Duration,
     buckets: Vec<Bucket>,
     prefixes: HashMap<IpPrefix, usize>,
     len: usize,
@@ -150,10 +157,12 @@ impl RoutingTable {
             bucket_ip_limit: cfg.bucket_ip_limit,
             table_ip_limit: cfg.table_ip_limit,
             exempt_loopback: cfg.ip_limits_exempt_loopback,
+            liveness_check_after: cfg.liveness_check_after,
             buckets: (0..256)
                 .map(|_| Bucket {
                     entries: Vec::new(),
                     pending: None,
+                    checking: None,
                     last_touched: None,
                 })
                 .collect(),
@@ -227,13 +236,17 @@ impl RoutingTable {
             self.insert_entry(b, entry);
             return Update::Inserted;
         }
-        let had_pending = bucket.pending.replace(entry).is_some();
-        if had_pending {
-            Update::PendingReplaced
+        bucket.pending = Some(entry);
+        let Some(oldest) = bucket.entries.first() else {
+            return Update::Queued;
+        };
+        let stale = now.saturating_duration_since(oldest.last_seen) >= self.liveness_check_after;
+        if bucket.checking.is_none() && stale {
+            let ping = oldest.peer;
+            bucket.checking = Some(ping);
+            Update::Pending { ping }
         } else {
-            Update::Pending {
-                ping: bucket.entries[0].peer,
-            }
+            Update::Queued
         }
     }
 
@@ -269,6 +282,9 @@ impl RoutingTable {
 
     fn remove_at(&mut self, b: usize, pos: usize) -> Entry {
         let e = self.buckets[b].entries.remove(pos);
+        if self.buckets[b].checking == Some(e.peer) {
+            self.buckets[b].checking = None;
+        }
         if let Some(p) = ip_prefix(&e.addrs, self.exempt_loopback) {
             if let Some(n) = self.prefixes.get_mut(&p) {
                 *n -= 1;
@@ -296,13 +312,15 @@ impl RoutingTable {
     }
 
     /// The outcome of the liveness check of `oldest`. Alive: it stays (as most recently seen)
-    /// and the pending candidate is dropped. Dead: it is evicted and the candidate takes its
-    /// place. Returns the peer that was inserted, if any.
+    /// and the pending candidate keeps waiting. Dead: it is evicted and the candidate takes
+    /// its place. Returns the peer that was inserted, if any.
     pub fn liveness(&mut self, now: Instant, oldest: &PeerId, alive: bool) -> Option<PeerId> {
         let b = self.bucket_of(&Key::from_peer(oldest))?;
+        if self.buckets[b].checking == Some(*oldest) {
+            self.buckets[b].checking = None;
+        }
         if alive {
             self.update(now, *oldest, &[]);
-            self.buckets[b].pending = None;
             return None;
         }
         if let Some(pos) = self.buckets[b]
@@ -475,7 +493,8 @@ mod tests {
         };
         let local = PeerId::random();
         let mut t = RoutingTable::new(local, &cfg);
-        let now = Instant::now();
+        let t0 = Instant::now();
+        let now = t0 + cfg.liveness_check_after;
         // Fill one bucket: find peers that land in the same bucket as the first.
         let lk = Key::from_peer(&local);
         let first = PeerId::random();
@@ -488,23 +507,36 @@ mod tests {
             }
         }
         let a = addr("/ip4/10.0.0.1/tcp/1");
-        assert_eq!(t.update(now, same[0], &a), Update::Inserted);
-        assert_eq!(t.update(now, same[1], &a), Update::Inserted);
+        assert_eq!(t.update(t0, same[0], &a), Update::Inserted);
+        assert_eq!(t.update(t0, same[1], &a), Update::Inserted);
+        // Entries seen recently: a newcomer waits without a ping.
+        assert_eq!(t.update(t0, same[2], &a), Update::Queued);
+        // Once the oldest is stale, the next newcomer triggers one check of it.
         assert_eq!(
             t.update(now, same[2], &a),
             Update::Pending { ping: same[0] }
         );
-        assert_eq!(t.update(now, same[3], &a), Update::PendingReplaced);
-        // Oldest alive: stays, candidate dropped.
+        assert_eq!(
+            t.update(now, same[3], &a),
+            Update::Queued,
+            "check under way"
+        );
+        // Oldest alive: stays (now most recent); the latest candidate keeps waiting.
         assert_eq!(t.liveness(now, &same[0], true), None);
         assert!(t.get(&same[0]).is_some() && t.get(&same[3]).is_none());
-        // Now same[1] is oldest; it dies: candidate takes its place.
+        // same[1] is the oldest and stale; it dies: the candidate takes its place.
         assert_eq!(
             t.update(now, same[2], &a),
             Update::Pending { ping: same[1] }
         );
         assert_eq!(t.liveness(now, &same[1], false), Some(same[2]));
         assert!(t.get(&same[1]).is_none() && t.get(&same[2]).is_some());
+        // A failing entry also hands its slot to a waiting candidate.
+        assert_eq!(t.update(now, same[3], &a), Update::Queued);
+        for _ in 0..cfg.max_failures {
+            t.failure(&same[0]);
+        }
+        assert!(t.get(&same[0]).is_none() && t.get(&same[3]).is_some());
         t.check_invariants().unwrap();
     }
 
