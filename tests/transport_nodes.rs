@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use ggen_p2p::PeerId;
-use ggen_p2p::node::{NodeError, NodeEvent};
+use ggen_p2p::node::{NodeError, NodeEvent, NodeHandle};
 use ggen_p2p::transport::TransportError;
 
 const T: Duration = Duration::from_secs(20);
@@ -239,6 +239,65 @@ async fn simultaneous_dial(listen: &str) {
         a.shutdown().await;
         b.shutdown().await;
     }
+}
+
+/// Both nodes start sending to each other at once, each through its own dial: some messages
+/// go out on the connection that later loses the duplicate resolution. None may be lost.
+async fn messages_survive_the_dial_race(listen: &str) {
+    const N: usize = 30;
+    for round in 0..8 {
+        let a = node(listen).await;
+        let b = node(listen).await;
+        a.add_address(b.local_peer_id(), addr(&b.listen_addrs()[0].to_string()));
+        b.add_address(a.local_peer_id(), addr(&a.listen_addrs()[0].to_string()));
+        let p = proto("/test/race");
+        let mut rx_a = a.register(p.clone()).unwrap();
+        let mut rx_b = b.register(p.clone()).unwrap();
+        let burst = |from: &NodeHandle, to: PeerId| {
+            let (from, p) = (from.clone(), p.clone());
+            async move {
+                let sends = (0..N).map(|i| {
+                    let (from, p) = (from.clone(), p.clone());
+                    async move { from.send(to, &p, Bytes::from(i.to_string())).await }
+                });
+                futures_util::future::join_all(sends).await
+            }
+        };
+        let (ra, rb) = tokio::join!(burst(&a, b.local_peer_id()), burst(&b, a.local_peer_id()));
+        for r in ra.iter().chain(&rb) {
+            assert!(r.is_ok(), "round {round}: send failed: {r:?}");
+        }
+        for (rx, who) in [(&mut rx_a, "a"), (&mut rx_b, "b")] {
+            let mut got = std::collections::BTreeSet::new();
+            while got.len() < N {
+                let m = recv(rx, T).await;
+                got.insert(String::from_utf8(m.payload.to_vec()).unwrap());
+            }
+            assert_eq!(got.len(), N, "round {round}: {who} got every message once");
+        }
+        wait_for(T, "one connection each side agreeing", || {
+            let (ca, cb) = (a.connections(), b.connections());
+            ca.len() == 1 && cb.len() == 1 && ca[0].tiebreak == cb[0].tiebreak
+        })
+        .await;
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn tcp_messages_sent_during_a_dial_race_are_delivered() {
+    messages_survive_the_dial_race("/ip4/127.0.0.1/tcp/0").await;
+}
+
+#[tokio::test]
+async fn quic_messages_sent_during_a_dial_race_are_delivered() {
+    messages_survive_the_dial_race("/ip4/127.0.0.1/udp/0/quic-v1").await;
+}
+
+#[tokio::test]
+async fn memory_messages_sent_during_a_dial_race_are_delivered() {
+    messages_survive_the_dial_race("/memory/0").await;
 }
 
 #[tokio::test]

@@ -411,7 +411,7 @@ impl EventLoop {
 
     fn closed_event(&self, peer: PeerId, addr: &Multiaddr, reason: &str) {
         inc(&self.shared.counters.connections_closed, 1);
-        tracing::info!(%peer, %addr, reason, "disconnected");
+        tracing::info!(local = %self.shared.local_peer, %peer, %addr, reason, "disconnected");
         self.shared.emit(NodeEvent::ConnectionClosed {
             peer,
             addr: addr.clone(),
@@ -477,15 +477,19 @@ impl EventLoop {
     fn register(&mut self, conn: Connection, ip: Option<IpAddr>) -> PeerId {
         let info = conn.info().clone();
         let peer = info.remote_peer;
+        // Of two connections to one peer, both ends keep the same one (lowest rank). The other
+        // is retired, not closed: whatever either side already queued on it is still
+        // delivered, so a request sent in the race is not silently lost.
         if let Some(existing) = self.shared.connection(&peer) {
             if existing.handle.info().rank() <= info.rank() {
-                tracing::debug!(%peer, "dropping duplicate connection");
-                drop(conn);
+                tracing::debug!(local = %self.shared.local_peer, %peer, "retiring duplicate connection");
+                let duplicate = conn.spawn(Arc::new(Dispatcher(self.shared.clone())), |_| {});
+                duplicate.retire();
                 return peer;
             }
-            tracing::debug!(%peer, "replacing connection with the one both sides keep");
+            tracing::debug!(local = %self.shared.local_peer, %peer, "replacing connection with the one both sides keep");
             self.shared.connections.remove(&peer);
-            existing.handle.close();
+            existing.handle.retire();
         }
         if let Some(ip) = ip {
             *self.per_ip.entry(ip).or_default() += 1;
@@ -493,14 +497,18 @@ impl EventLoop {
         self.running.insert(info.id, Conn { ip });
         let tx = self.internal_tx.clone();
         let id = info.id;
-        let handle = conn.spawn(Arc::new(Dispatcher(self.shared.clone())), move |reason| {
-            let _ = tx.send(Internal::Closed { peer, id, reason });
-        });
+        // Published before it runs: a handler answering the first inbound message must find
+        // this connection, or it would dial a second one.
+        let (handle, start) =
+            conn.spawn_paused(Arc::new(Dispatcher(self.shared.clone())), move |reason| {
+                let _ = tx.send(Internal::Closed { peer, id, reason });
+            });
         let pc = Arc::new(PeerConn::new(handle));
         pc.touch_app();
         self.shared.connections.insert(peer, pc);
+        start.start();
         inc(&self.shared.counters.connections_established, 1);
-        tracing::info!(%peer, addr = %info.remote_addr, direction = ?info.direction, "connected");
+        tracing::info!(local = %self.shared.local_peer, %peer, addr = %info.remote_addr, direction = ?info.direction, id = info.id, "connected");
         self.shared.emit(NodeEvent::ConnectionEstablished {
             peer,
             addr: info.remote_addr.clone(),

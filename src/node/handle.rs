@@ -4,13 +4,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::dispatch::Shared;
+use super::dispatch::{PeerConn, Shared};
 use super::event_loop::{Command, EventLoop};
 use super::metrics::inc;
 use super::{NodeConfig, NodeError, NodeEvent, NodeMetrics};
 use crate::address::Multiaddr;
 use crate::identity::{Keypair, PeerId};
-use crate::transport::{ConnectionInfo, Transport};
+use crate::transport::{ConnectionInfo, SendError, Transport};
 use crate::wire::{Envelope, ProtocolId};
 
 /// A message received for a registered protocol.
@@ -173,14 +173,36 @@ impl NodeHandle {
             }
         };
         let len = payload.len() as u64;
-        pc.handle
-            .send(Envelope::encode_header(protocol), payload)
-            .await
-            .map_err(|source| NodeError::Send { peer, source })?;
+        let header = Envelope::encode_header(protocol);
+        let pc = match pc.handle.send(header.clone(), payload.clone()).await {
+            Ok(()) => pc,
+            // The connection was retired (a duplicate lost) or closed between lookup and
+            // send: if the peer has another connection by now, use it.
+            Err(SendError::Closed) => {
+                let now = self.replacement(&peer, &pc)?;
+                now.handle
+                    .send(header, payload)
+                    .await
+                    .map_err(|source| NodeError::Send { peer, source })?;
+                now
+            }
+            Err(source) => return Err(NodeError::Send { peer, source }),
+        };
         pc.touch_app();
         inc(&self.shared.counters.messages_sent, 1);
         inc(&self.shared.counters.bytes_sent, len);
         Ok(())
+    }
+
+    /// The peer's current connection, if it is not `old`; otherwise a `Closed` send error.
+    fn replacement(&self, peer: &PeerId, old: &PeerConn) -> Result<Arc<PeerConn>, NodeError> {
+        self.shared
+            .connection(peer)
+            .filter(|c| c.handle.info().id != old.handle.info().id)
+            .ok_or(NodeError::Send {
+                peer: *peer,
+                source: SendError::Closed,
+            })
     }
 
     /// Sends without waiting: fails with a `QueueFull` send error when the connection's
@@ -196,9 +218,18 @@ impl NodeHandle {
             .connection(&peer)
             .ok_or(NodeError::NotConnected(peer))?;
         let len = payload.len() as u64;
-        pc.handle
-            .try_send(Envelope::encode_header(protocol), payload)
-            .map_err(|source| NodeError::Send { peer, source })?;
+        let header = Envelope::encode_header(protocol);
+        let pc = match pc.handle.try_send(header.clone(), payload.clone()) {
+            Ok(()) => pc,
+            Err(SendError::Closed) => {
+                let now = self.replacement(&peer, &pc)?;
+                now.handle
+                    .try_send(header, payload)
+                    .map_err(|source| NodeError::Send { peer, source })?;
+                now
+            }
+            Err(source) => return Err(NodeError::Send { peer, source }),
+        };
         pc.touch_app();
         inc(&self.shared.counters.messages_sent, 1);
         inc(&self.shared.counters.bytes_sent, len);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -183,6 +183,20 @@ impl Connection {
         sink: Arc<S>,
         on_closed: impl FnOnce(CloseReason) + Send + 'static,
     ) -> ConnectionHandle {
+        let (handle, start) = self.spawn_paused(sink, on_closed);
+        start.start();
+        handle
+    }
+
+    /// Like [`Connection::spawn`], but nothing is read or written until [`Start::start`]
+    /// (or until the `Start` is dropped). The owner can first publish the handle (say, in its
+    /// connection table) so that a handler answering the first inbound message finds it.
+    pub fn spawn_paused<S: InboundSink>(
+        self,
+        sink: Arc<S>,
+        on_closed: impl FnOnce(CloseReason) + Send + 'static,
+    ) -> (ConnectionHandle, Start) {
+        let (go, gate) = oneshot::channel::<()>();
         let (tx, rx) = mpsc::unbounded_channel();
         let max_message = self.config.limits.max_message_size;
         let budget_bytes = self
@@ -197,24 +211,41 @@ impl Connection {
             budget_bytes,
             max_message,
             cancel: CancellationToken::new(),
+            retire: CancellationToken::new(),
             activity: Arc::new(Activity::new()),
         };
         let info = handle.info.clone();
-        let cancel = handle.cancel.clone();
+        let ends = Ends {
+            cancel: handle.cancel.clone(),
+            retire: handle.retire.clone(),
+        };
         let activity = handle.activity.clone();
         let config = self.config.clone();
         tokio::spawn(async move {
+            // Sent or dropped: either way, go.
+            let _ = gate.await;
             let reason = match self.io {
                 ConnectionIo::Stream(s) => {
-                    super::mux::run(s, info, sink, rx, cancel, activity, config).await
+                    super::mux::run(s, info, sink, rx, ends, activity, config).await
                 }
                 ConnectionIo::Quic(c) => {
-                    super::quic::run(c, info, sink, rx, cancel, activity, config).await
+                    super::quic::run(c, info, sink, rx, ends, activity, config).await
                 }
             };
             on_closed(reason);
         });
-        handle
+        (handle, Start(go))
+    }
+}
+
+/// Releases a connection started with [`Connection::spawn_paused`].
+#[derive(Debug)]
+pub struct Start(oneshot::Sender<()>);
+
+impl Start {
+    /// Lets the connection's driver run.
+    pub fn start(self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -227,8 +258,19 @@ pub struct ConnectionHandle {
     budget_bytes: usize,
     max_message: usize,
     cancel: CancellationToken,
+    retire: CancellationToken,
     activity: Arc<Activity>,
 }
+
+/// How a connection driver is told to stop: `cancel` at once, `retire` gracefully.
+#[derive(Clone, Debug)]
+pub(crate) struct Ends {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) retire: CancellationToken,
+}
+
+/// How long a retired connection waits for the remote to finish its side.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ConnectionHandle {
     /// What is known about the connection.
@@ -252,6 +294,7 @@ impl ConnectionHandle {
         let permit = tokio::select! {
             p = self.budget.clone().acquire_many_owned(cost) => p.map_err(|_| SendError::Closed)?,
             _ = self.cancel.cancelled() => return Err(SendError::Closed),
+            _ = self.retire.cancelled() => return Err(SendError::Closed),
         };
         self.tx
             .send(Outbound {
@@ -265,7 +308,7 @@ impl ConnectionHandle {
     /// Queues a message if the send queue has room, without waiting.
     pub fn try_send(&self, header: Bytes, payload: Bytes) -> Result<(), SendError> {
         let cost = self.cost(header.len() + payload.len())?;
-        if self.cancel.is_cancelled() {
+        if self.is_closed() {
             return Err(SendError::Closed);
         }
         let permit = self
@@ -295,9 +338,17 @@ impl ConnectionHandle {
         self.cancel.cancel();
     }
 
-    /// True once the connection is closing or closed.
+    /// Retires the connection gracefully: it takes no new messages, writes those already
+    /// queued, tells the remote it is done, and keeps delivering what the remote sends until
+    /// the remote is done too (or 5 s pass). Used when a duplicate connection
+    /// to the same peer loses: nothing either side queued on it is lost.
+    pub fn retire(&self) {
+        self.retire.cancel();
+    }
+
+    /// True once the connection is closing, retiring or closed.
     pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled() || self.tx.is_closed()
+        self.cancel.is_cancelled() || self.retire.is_cancelled() || self.tx.is_closed()
     }
 
     /// Time since anything was last received on this connection.

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use connection::{
     CloseReason, Connection, ConnectionHandle, ConnectionInfo, Direction, InboundSink, SendError,
+    Start,
 };
 pub use error::TransportError;
 pub use transport::{Incoming, Listener, Transport};

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Activity, Outbound};
+use super::connection::{Activity, DRAIN_TIMEOUT, Ends, Outbound};
 use super::noise::{MAX_FRAME_PLAINTEXT, SecureStream};
 use super::{CloseReason, ConnectionInfo, InboundSink, TransportConfig};
 use crate::wire::{Limits, WireError};
@@ -259,10 +259,11 @@ pub(crate) async fn run<S: InboundSink>(
     info: Arc<ConnectionInfo>,
     sink: Arc<S>,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
-    cancel: CancellationToken,
+    ends: Ends,
     activity: Arc<Activity>,
     config: Arc<TransportConfig>,
 ) -> CloseReason {
+    let Ends { cancel, retire } = ends;
     let SecureStream {
         mut reader,
         mut writer,
@@ -290,17 +291,32 @@ pub(crate) async fn run<S: InboundSink>(
         }
     };
 
+    // Ok(()) once every queued message is written and our side is shut down (retired, or
+    // every handle dropped); Err on a write error.
+    // Set when the remote ends its side: we finish ours (flush, then end-of-stream).
+    let remote_done = CancellationToken::new();
     let write_loop = async {
         let mut active: VecDeque<Sending> = VecDeque::new();
         let mut next_id: u32 = 0;
         let mut wbuf: Vec<u8> = Vec::new();
         let mut plain: Vec<u8> = Vec::new();
+        let mut closed = false;
         loop {
+            if !closed && (retire.is_cancelled() || remote_done.is_cancelled()) {
+                // No new messages (senders get `Closed`); the ones already queued are written.
+                rx.close();
+                closed = true;
+            }
             if active.is_empty() {
                 // Idle: give back the batch buffers so an idle connection stays small.
                 wbuf = Vec::new();
                 plain = Vec::new();
-                match rx.recv().await {
+                let next = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = retire.cancelled(), if !closed => continue,
+                    _ = remote_done.cancelled(), if !closed => continue,
+                };
+                match next {
                     Some(msg) => {
                         active.push_back(Sending {
                             id: next_id,
@@ -309,7 +325,14 @@ pub(crate) async fn run<S: InboundSink>(
                         });
                         next_id = next_id.wrapping_add(1);
                     }
-                    None => return CloseReason::Local,
+                    None => {
+                        // Our end-of-stream tells the remote we are done.
+                        return writer
+                            .io
+                            .shutdown()
+                            .await
+                            .map_err(|e| CloseReason::Error(e.to_string()));
+                    }
                 }
             }
             while active.len() < MAX_ACTIVE_MESSAGES {
@@ -342,7 +365,7 @@ pub(crate) async fn run<S: InboundSink>(
                 header.encode(&mut plain);
                 copy_range(&s.msg, s.offset, take, &mut plain);
                 if let Err(e) = writer.encrypt_frame(&plain, &mut wbuf) {
-                    return CloseReason::Error(e.to_string());
+                    return Err(CloseReason::Error(e.to_string()));
                 }
                 s.offset += take;
                 if !header.last {
@@ -350,23 +373,48 @@ pub(crate) async fn run<S: InboundSink>(
                 }
                 if wbuf.len() >= WRITE_BATCH {
                     if let Err(e) = writer.io.write_all(&wbuf).await {
-                        return CloseReason::Error(e.to_string());
+                        return Err(CloseReason::Error(e.to_string()));
                     }
                     wbuf.clear();
                 }
             }
             if !wbuf.is_empty() {
                 if let Err(e) = writer.io.write_all(&wbuf).await {
-                    return CloseReason::Error(e.to_string());
+                    return Err(CloseReason::Error(e.to_string()));
                 }
                 wbuf.clear();
             }
         }
     };
 
+    let mut read_loop = std::pin::pin!(read_loop);
+    let mut write_loop = std::pin::pin!(write_loop);
     tokio::select! {
-        r = read_loop => r,
-        r = write_loop => r,
+        r = &mut read_loop => {
+            if r == CloseReason::Remote {
+                // The remote is done sending but may still be reading (it retired this
+                // connection): write what we already queued, so none of it is lost.
+                remote_done.cancel();
+                tokio::select! {
+                    _ = &mut write_loop => {},
+                    _ = tokio::time::sleep(DRAIN_TIMEOUT) => {},
+                    _ = cancel.cancelled() => {},
+                }
+            }
+            return r;
+        }
+        w = &mut write_loop => if let Err(r) = w {
+            return r;
+        },
+        _ = cancel.cancelled() => return CloseReason::Local,
+    }
+    // Our side is done: keep delivering until the remote's end-of-stream, within a bound.
+    tokio::select! {
+        r = &mut read_loop => match r {
+            CloseReason::Remote => CloseReason::Local,
+            other => other,
+        },
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => CloseReason::Local,
         _ = cancel.cancelled() => CloseReason::Local,
     }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
 
-use super::connection::{Activity, Outbound};
+use super::connection::{Activity, DRAIN_TIMEOUT, Ends, Outbound};
 use super::{CloseReason, ConnectionInfo, InboundSink, TransportConfig, TransportError, tls};
 use crate::identity::{Keypair, PeerId};
 use crate::wire::FrameCodec;
@@ -141,15 +141,20 @@ fn close_reason(e: &quinn::ConnectionError) -> CloseReason {
 }
 
 /// Drives a QUIC connection until it closes.
+///
+/// Each message is one unidirectional stream. A stream finished with no bytes at all is the
+/// "goodbye" of a retiring peer: every message it sent before has been read by us (it waits
+/// for that before saying goodbye), and it sends no more.
 pub(crate) async fn run<S: InboundSink>(
     conn: quinn::Connection,
     info: Arc<ConnectionInfo>,
     sink: Arc<S>,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
-    cancel: CancellationToken,
+    ends: Ends,
     activity: Arc<Activity>,
     config: Arc<TransportConfig>,
 ) -> CloseReason {
+    let Ends { cancel, retire } = ends;
     let limits = config.limits.clone();
     let codec = FrameCodec::new(limits.max_message_size);
     let budget_total = limits
@@ -157,6 +162,7 @@ pub(crate) async fn run<S: InboundSink>(
         .max(limits.max_message_size)
         .min(Semaphore::MAX_PERMITS);
     let budget = Arc::new(Semaphore::new(budget_total));
+    let goodbye = Arc::new(Notify::new());
 
     let reader = async {
         loop {
@@ -165,13 +171,23 @@ pub(crate) async fn run<S: InboundSink>(
                 Err(e) => return close_reason(&e),
             };
             activity.touch_rx();
-            let (sink, info, activity, budget) =
-                (sink.clone(), info.clone(), activity.clone(), budget.clone());
+            let (sink, info, activity, budget, goodbye) = (
+                sink.clone(),
+                info.clone(),
+                activity.clone(),
+                budget.clone(),
+                goodbye.clone(),
+            );
             let conn = conn.clone();
             tokio::spawn(async move {
                 let mut header = [0u8; 4];
-                if recv.read_exact(&mut header).await.is_err() {
-                    return;
+                match recv.read_exact(&mut header).await {
+                    Ok(()) => {}
+                    Err(quinn::ReadExactError::FinishedEarly(0)) => {
+                        goodbye.notify_one();
+                        return;
+                    }
+                    Err(_) => return,
                 }
                 let len = match codec.decode_header(header) {
                     Ok(len) => len,
@@ -197,34 +213,66 @@ pub(crate) async fn run<S: InboundSink>(
         }
     };
 
+    // Ok(()) once retired (or every handle dropped) and every message sent was read by the
+    // remote, and our goodbye is sent.
     let writer = async {
-        while let Some(msg) = rx.recv().await {
+        let mut sending = JoinSet::new();
+        loop {
+            let next = tokio::select! {
+                m = rx.recv() => m,
+                _ = retire.cancelled() => {
+                    rx.close();
+                    rx.recv().await
+                }
+                // Reap finished sends so the set stays small.
+                Some(_) = sending.join_next(), if !sending.is_empty() => continue,
+            };
+            let Some(msg) = next else {
+                break;
+            };
             let mut send = match conn.open_uni().await {
                 Ok(s) => s,
-                Err(e) => return close_reason(&e),
+                Err(e) => return Err(close_reason(&e)),
             };
             let Ok(header) = codec.encode_header(msg.len()) else {
                 continue; // refused at enqueue time already; unreachable in practice
             };
             let _ = send.set_priority(if msg.len() <= SMALL_MESSAGE { 1 } else { 0 });
-            tokio::spawn(async move {
+            sending.spawn(async move {
                 let mut chunks = [
                     Bytes::copy_from_slice(&header),
                     msg.header.clone(),
                     msg.payload.clone(),
                 ];
-                if send.write_all_chunks(&mut chunks).await.is_ok() {
-                    let _ = send.finish();
+                if send.write_all_chunks(&mut chunks).await.is_ok() && send.finish().is_ok() {
+                    drop(msg);
+                    // Ends when the remote has read it (it stops the stream) or acknowledged
+                    // it all; the remote's stream credit bounds how many wait here.
+                    let _ = send.stopped().await;
                 }
-                drop(msg);
             });
         }
-        CloseReason::Local
+        while sending.join_next().await.is_some() {}
+        let mut bye = conn.open_uni().await.map_err(|e| close_reason(&e))?;
+        let _ = bye.finish();
+        Ok(())
     };
 
+    let mut reader = std::pin::pin!(reader);
     let reason = tokio::select! {
-        r = reader => r,
-        r = writer => r,
+        r = &mut reader => r,
+        w = writer => match w {
+            Err(r) => r,
+            Ok(()) => {
+                // Keep delivering until the remote says goodbye too, within a bound.
+                tokio::select! {
+                    r = &mut reader => r,
+                    _ = goodbye.notified() => CloseReason::Local,
+                    _ = tokio::time::sleep(DRAIN_TIMEOUT) => CloseReason::Local,
+                    _ = cancel.cancelled() => CloseReason::Local,
+                }
+            }
+        },
         _ = cancel.cancelled() => CloseReason::Local,
     };
     if reason == CloseReason::Local {
