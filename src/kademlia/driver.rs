@@ -314,7 +314,10 @@ impl Driver {
                 },
                 msg = inbound.recv() => match msg {
                     Some(m) => match Message::decode(&m.payload, self.core.message_limits()) {
-                        Ok(msg) => self.core.handle_message(now(), m.peer, msg),
+                        Ok(msg) => {
+                            tracing::trace!(local = %self.node.local_peer_id(), peer = %m.peer, conn = m.connection_id, id = msg.id(), "DHT message in");
+                            self.core.handle_message(now(), m.peer, msg)
+                        }
                         Err(e) => {
                             tracing::debug!(peer = %m.peer, "undecodable DHT message: {e}");
                             self.node.disconnect(m.peer);
@@ -399,6 +402,7 @@ impl Driver {
 
     fn send(&mut self, peer: PeerId, addrs: Vec<crate::address::Multiaddr>, message: Message) {
         let payload = message.encode();
+        tracing::trace!(local = %self.node.local_peer_id(), %peer, id = message.id(), "DHT message out");
         // Fast path: a connected peer with room in its queue.
         if self.node.is_connected(&peer)
             && self

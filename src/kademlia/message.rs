@@ -152,6 +152,13 @@ impl Default for MessageLimits {
 }
 
 impl Message {
+    /// The request id this message carries (a response repeats its request's).
+    pub fn id(&self) -> u64 {
+        match self {
+            Message::Request { id, .. } | Message::Response { id, .. } => *id,
+        }
+    }
+
     /// Encodes with postcard.
     pub fn encode(&self) -> Bytes {
         postcard::to_allocvec(self)

@@ -1072,6 +1072,7 @@ impl Kademlia {
             .collect();
         for id in expired {
             if let Some(out) = self.requests.remove(&id) {
+                tracing::debug!(local = %self.local, peer = %out.peer.peer, id, purpose = ?out.purpose, "DHT request timed out");
                 self.on_response(now, out, None);
             }
         }

@@ -43,6 +43,7 @@ pub async fn node(listen: &str) -> NodeHandle {
 }
 
 pub async fn node_with(listen: &str, f: impl FnOnce(&mut NodeConfig)) -> NodeHandle {
+    log_from_env();
     let mut cfg = NodeConfig {
         listen: vec![addr(listen)],
         max_connections: 1000,
@@ -83,4 +84,15 @@ pub async fn recv(rx: &mut mpsc::Receiver<InboundMessage>, limit: Duration) -> I
     within(limit, "message", rx.recv())
         .await
         .expect("handler queue open")
+}
+
+/// With `RUST_LOG` set (say `RUST_LOG=ggen_p2p=debug cargo test --test x -- --nocapture`),
+/// logs go to the test output; otherwise nothing is installed.
+pub fn log_from_env() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
