@@ -971,8 +971,13 @@ impl Kademlia {
         let peer = out.peer.peer;
         // No answer at all (timeout, undeliverable) counts against the peer; an error answer
         // does not: the peer is alive, it only refused.
-        if body.is_none() && out.purpose != Purpose::Liveness && self.table.failure(&peer) {
-            self.emit(KadEvent::PeerRemoved(peer));
+        if body.is_none() && out.purpose != Purpose::Liveness {
+            if let Some(promoted) = self.table.failure(&peer) {
+                self.emit(KadEvent::PeerRemoved(peer));
+                if let Some(added) = promoted {
+                    self.emit(KadEvent::PeerAdded(added));
+                }
+            }
         }
         match out.purpose {
             Purpose::Fire => {}

@@ -333,22 +333,22 @@ impl RoutingTable {
         self.promote_pending(b)
     }
 
-    /// Counts a failed request to `peer`; after `max_failures` in a row it is removed (and a
-    /// pending candidate promoted). Returns true if it was removed.
-    pub fn failure(&mut self, peer: &PeerId) -> bool {
-        let Some(b) = self.bucket_of(&Key::from_peer(peer)) else {
-            return false;
-        };
-        let Some(pos) = self.buckets[b].entries.iter().position(|e| e.peer == *peer) else {
-            return false;
-        };
-        self.buckets[b].entries[pos].failures += 1;
-        if self.buckets[b].entries[pos].failures < self.max_failures {
-            return false;
+    /// Counts a failed request to `peer`; after `max_failures` in a row it is removed and a
+    /// pending candidate promoted. `None` if it stays (or was not in the table); if it was
+    /// removed, `Some` of the candidate that took its place, if any.
+    pub fn failure(&mut self, peer: &PeerId) -> Option<Option<PeerId>> {
+        let b = self.bucket_of(&Key::from_peer(peer))?;
+        let pos = self.buckets[b]
+            .entries
+            .iter()
+            .position(|e| e.peer == *peer)?;
+        let entry = self.buckets[b].entries.get_mut(pos)?;
+        entry.failures += 1;
+        if entry.failures < self.max_failures {
+            return None;
         }
         self.remove_at(b, pos);
-        self.promote_pending(b);
-        true
+        Some(self.promote_pending(b))
     }
 
     /// Removes `peer`.
@@ -568,8 +568,8 @@ mod tests {
         }
         assert!(t.len() > 40);
         let victim = t.iter().next().unwrap().peer;
-        assert!(!t.failure(&victim));
-        assert!(t.failure(&victim));
+        assert_eq!(t.failure(&victim), None);
+        assert!(t.failure(&victim).is_some());
         assert!(t.get(&victim).is_none());
         t.check_invariants().unwrap();
         assert!(
