@@ -253,3 +253,87 @@ fn providers_are_found_from_another_node() {
         "{found:?}"
     );
 }
+
+/// Paper §2.3: after a successful get, the record is stored at the closest peer that answered
+/// the lookup without it, so hot keys spread outward. With caching off, nothing is stored.
+#[test]
+fn a_get_caches_the_record_at_one_peer_that_lacked_it() {
+    for cache in [true, false] {
+        let n = 300;
+        let mut config = SimConfig::default();
+        // Few replicas, so a lookup from afar meets peers without the record first.
+        config.kademlia.replication_factor = 3;
+        config.kademlia.cache_on_get = cache;
+        let mut sim = joined(n, config);
+        let holders = |sim: &Simulator, key: &Bytes| -> HashSet<usize> {
+            (0..sim.len())
+                .filter(|&i| {
+                    sim.node(i)
+                        .record_store()
+                        .iter()
+                        .any(|s| s.record.key == *key)
+                })
+                .collect()
+        };
+        let (mut cached, mut gets) = (0, 0);
+        for round in 0..20 {
+            let key = sim.random_key();
+            let from = sim.rng().random_range(0..n);
+            let (outcome, _) = sim
+                .query(from, |kad, now, _| {
+                    kad.put_record(now, record(key.clone(), "v"), None)
+                })
+                .expect("put finishes");
+            assert!(
+                matches!(outcome, QueryOutcome::PutRecord(Ok(_))),
+                "{outcome:?}"
+            );
+            let before = holders(&sim, &key);
+            let reader = loop {
+                let r = sim.rng().random_range(0..n);
+                if !before.contains(&r) {
+                    break r;
+                }
+            };
+            let (outcome, stats) = sim
+                .query(reader, |kad, now, _| kad.get_record(now, key.clone(), None))
+                .expect("get finishes");
+            assert!(
+                matches!(&outcome, QueryOutcome::GetRecord(Ok(rs)) if rs[0].value == "v"),
+                "round {round}: {outcome:?}"
+            );
+            gets += 1;
+            // Let the caching store arrive.
+            sim.run_for(Duration::from_secs(1));
+            let after = holders(&sim, &key);
+            assert!(before.is_subset(&after));
+            let new: Vec<usize> = after.difference(&before).copied().collect();
+            assert!(new.len() <= 1, "round {round}: cached at {new:?}");
+            assert!(
+                !new.contains(&reader),
+                "the reader itself does not store it"
+            );
+            if let [c] = new[..] {
+                cached += 1;
+                // The cache holder is nearer the key than the reader's starting point would
+                // be on average: it is one of the peers the lookup asked.
+                assert!(stats.peers_contacted > 0);
+                let target = Key::from_record_key(&key);
+                let d_cache = target.distance(&Key::from_peer(&sim.peer_id(c)));
+                let farther = (0..n)
+                    .filter(|&i| target.distance(&Key::from_peer(&sim.peer_id(i))) > d_cache)
+                    .count();
+                assert!(farther > n / 2, "round {round}: cached far from the key");
+            }
+        }
+        println!("cache_on_get {cache}: cached after {cached} of {gets} gets");
+        if cache {
+            assert!(
+                cached >= gets / 2,
+                "cached after only {cached} of {gets} gets"
+            );
+        } else {
+            assert_eq!(cached, 0, "caching is off");
+        }
+    }
+}
