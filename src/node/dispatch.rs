@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::metrics::{Counters, inc};
 use super::{InboundMessage, NodeEvent, PING_PROTOCOL};
 use crate::address::Multiaddr;
-use crate::identity::PeerId;
+use crate::identity::{Keypair, PeerId};
 use crate::transport::{ConnectionHandle, ConnectionInfo, InboundSink};
 use crate::wire::{Envelope, EnvelopeRef, ProtocolId};
 
@@ -51,6 +51,8 @@ type HandlerList = Vec<(ProtocolId, mpsc::Sender<InboundMessage>)>;
 
 pub(crate) struct Shared {
     pub(crate) local_peer: PeerId,
+    /// Our identity key, for protocols that sign (gossip messages, peer records).
+    pub(crate) keypair: Keypair,
     pub(crate) connections: DashMap<PeerId, Arc<PeerConn>>,
     pub(crate) handlers: DashMap<String, HandlerList>,
     pub(crate) listen_addrs: RwLock<Vec<Multiaddr>>,
@@ -62,11 +64,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(local_peer: PeerId) -> Self {
+    pub(crate) fn new(keypair: Keypair) -> Self {
+        let local_peer = keypair.peer_id();
         let ping = ProtocolId::new(PING_PROTOCOL, 1)
             .unwrap_or_else(|_| unreachable!("PING_PROTOCOL is a valid protocol name"));
         Self {
             local_peer,
+            keypair,
             connections: DashMap::new(),
             handlers: DashMap::new(),
             listen_addrs: RwLock::new(Vec::new()),

@@ -36,7 +36,7 @@ impl Node {
     pub async fn spawn(keypair: Keypair, config: NodeConfig) -> Result<NodeHandle, NodeError> {
         config.validate().map_err(NodeError::Config)?;
         let transport = Transport::new(&keypair, config.transport.clone())?;
-        let shared = Arc::new(Shared::new(keypair.peer_id()));
+        let shared = Arc::new(Shared::new(keypair.clone()));
         let mut listeners = Vec::new();
         for addr in &config.listen {
             let l = transport.listen(addr).await?;
@@ -274,6 +274,11 @@ impl NodeHandle {
             Ok(Ok(())) => Ok(start.elapsed()),
             _ => Err(NodeError::PingTimeout(peer)),
         }
+    }
+
+    /// The node's identity key (for protocols that sign in its name).
+    pub(crate) fn keypair(&self) -> Keypair {
+        self.shared.keypair.clone()
     }
 
     /// Closes the connection to `peer`, if any.

@@ -1,10 +1,15 @@
-//! Deterministic discrete-event simulator over the sans-IO protocol cores.
+//! Deterministic discrete-event simulators over the sans-IO protocol cores: [`Simulator`]
+//! for the DHT and [`GossipSim`] for the gossip mesh.
 //!
-//! It drives many [`Kademlia`] cores, the same code the tokio driver runs, through a simulated
+//! The DHT simulator drives many [`Kademlia`] cores, the same code the tokio driver runs, through a simulated
 //! network: per-link latency drawn from a seeded distribution, independent packet loss, node
 //! crash and join, and virtual time. Every message is encoded and decoded with the real
 //! codec. One seed gives one run: the same seed always produces the same events in the same
 //! order. Researchers change [`SimConfig`] (and the `KademliaConfig` inside it) and compare.
+
+mod gossip;
+
+pub use gossip::{GossipSim, GossipSimConfig, GossipSimStats};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -115,7 +120,7 @@ impl std::fmt::Debug for Simulator {
 }
 
 /// A stable 64-bit mix (splitmix64) for per-link values derived from the seed.
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
