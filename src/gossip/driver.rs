@@ -110,6 +110,7 @@ enum Command {
     Score(PeerId, oneshot::Sender<Option<ScoreSnapshot>>),
     AppScore(PeerId, f64),
     Metrics(oneshot::Sender<GossipMetrics>),
+    Queued(PeerId, oneshot::Sender<usize>),
 }
 
 /// Handle to a node's gossip. Cheap to clone.
@@ -226,6 +227,12 @@ impl Gossip {
     /// Counters since start.
     pub async fn metrics(&self) -> Result<GossipMetrics, GossipError> {
         self.ask(Command::Metrics).await
+    }
+
+    /// Bytes waiting in the send queue for `peer` (bounded by `max_queue_bytes` plus
+    /// `max_control_queue_bytes`).
+    pub async fn queued_bytes(&self, peer: PeerId) -> Result<usize, GossipError> {
+        self.ask(|tx| Command::Queued(peer, tx)).await
     }
 
     /// Every router event (deliveries, duplicates, rejections, grafts, prunes, drops,
@@ -366,6 +373,9 @@ impl Driver {
             }
             Command::AppScore(peer, score) => {
                 self.router.set_application_score(&peer, score);
+            }
+            Command::Queued(peer, reply) => {
+                let _ = reply.send(self.router.queued_bytes(&peer));
             }
             Command::Metrics(reply) => {
                 let mut m = self.router.metrics().clone();
