@@ -43,8 +43,14 @@ use serde::{Deserialize, Serialize};
 /// The hidden mode a worker process runs in.
 const WORKER_MODE: &str = "kad-worker";
 
+#[path = "netbench/gossip.rs"]
+mod gossip_bench;
+
 struct Args {
     mode: String,
+    messages: usize,
+    size: usize,
+    dials: usize,
     nodes: usize,
     transport: String,
     lookups: usize,
@@ -56,6 +62,9 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         mode: String::new(),
+        messages: 100,
+        size: 1024,
+        dials: 8,
         nodes: 200,
         transport: "tcp".into(),
         lookups: 200,
@@ -77,6 +86,19 @@ fn parse_args() -> Args {
                         .expect("--reply-timeout-s SECONDS"),
                 )
             }
+            "--messages" => {
+                a.messages = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--messages N")
+            }
+            "--size" => {
+                a.size = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--size BYTES")
+            }
+            "--dials" => a.dials = it.next().and_then(|v| v.parse().ok()).expect("--dials N"),
             "--out" => a.out = it.next(),
             "--bench" => {}
             s if !s.starts_with('-') && a.mode.is_empty() => a.mode = s.to_string(),
@@ -973,9 +995,30 @@ fn main() {
             }
             rt.block_on(kad(&args))
         }
+        "gossip" => {
+            let listen = match listen_addr(&args.transport) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("netbench: {e}");
+                    std::process::exit(2);
+                }
+            };
+            if args.nodes < 2 || args.messages == 0 {
+                eprintln!("netbench: gossip needs --nodes >= 2 and --messages >= 1");
+                std::process::exit(2);
+            }
+            let g = gossip_bench::GossipArgs {
+                nodes: args.nodes,
+                transport: args.transport.clone(),
+                messages: args.messages,
+                size: args.size,
+                dials: args.dials,
+            };
+            rt.block_on(gossip_bench::run(&g, listen, peak_rss_mb))
+        }
         WORKER_MODE => worker(&rt),
         other => {
-            eprintln!("netbench: unknown benchmark {other} (available: kad)");
+            eprintln!("netbench: unknown benchmark {other} (available: kad, gossip)");
             std::process::exit(2);
         }
     };

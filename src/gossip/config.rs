@@ -265,6 +265,13 @@ pub struct GossipsubConfig {
     /// with every receiver forwarding to its mesh, flooding multiplies duplicates, and
     /// publishers in a registry are few and known; turn it on where publishers are targets.
     pub flood_publish: bool,
+    /// Forwards go to this many mesh peers at once; the others follow `forward_stagger`
+    /// apart, unless they show by then that they have the message (default 2).
+    pub forward_eager: usize,
+    /// Delay between staggered forwards (0 = every mesh peer at once, plain gossipsub).
+    /// Trades a little latency on sparse paths for far fewer duplicate transmissions.
+    #[serde(with = "crate::node::duration_secs")]
+    pub forward_stagger: Duration,
     /// Messages of at least this many bytes trigger IDONTWANT to the mesh (spec v1.2: 1000).
     pub idontwant_message_size_threshold: usize,
     /// Message ids remembered per peer from its IDONTWANTs (default 10 000).
@@ -329,6 +336,8 @@ impl Default for GossipsubConfig {
             prune_peers: 16,
             do_px: true,
             flood_publish: false,
+            forward_eager: 2,
+            forward_stagger: Duration::ZERO,
             idontwant_message_size_threshold: 1000,
             max_idontwant_ids: 10_000,
             max_transmit_size: 1024 * 1024,

@@ -261,7 +261,7 @@ impl Driver {
         mut node_events: broadcast::Receiver<NodeEvent>,
     ) {
         loop {
-            let heartbeat = tokio::time::Instant::from_std(self.router.next_heartbeat());
+            let timeout = tokio::time::Instant::from_std(self.router.next_timeout());
             let retry = !self.blocked.is_empty();
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
@@ -287,8 +287,8 @@ impl Driver {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.resync(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep_until(heartbeat) => {
-                    self.router.heartbeat(now(), &mut self.rng);
+                _ = tokio::time::sleep_until(timeout) => {
+                    self.router.on_timeout(now(), &mut self.rng);
                 }
                 _ = tokio::time::sleep(RETRY_BLOCKED), if retry => {
                     let blocked = std::mem::take(&mut self.blocked);

@@ -139,6 +139,21 @@ impl PeerQueue {
         before - self.forward.len()
     }
 
+    /// Removes a queued forward of one message; true if there was one.
+    pub fn cancel_forward(&mut self, id: &MessageId) -> bool {
+        let Some(pos) = self
+            .forward
+            .iter()
+            .position(|f| f.message.as_ref() == Some(id))
+        else {
+            return false;
+        };
+        if let Some(f) = self.forward.remove(pos) {
+            self.data_bytes -= f.bytes.len();
+        }
+        true
+    }
+
     /// Bytes queued (all classes).
     pub fn bytes(&self) -> usize {
         self.data_bytes + self.control_bytes

@@ -253,6 +253,12 @@ struct PeerState {
     band: &'static str,
 }
 
+struct Deferred {
+    peer: PeerId,
+    id: MessageId,
+    bytes: Bytes,
+}
+
 struct Pending {
     message: GossipMessage,
     source: PeerId,
@@ -281,6 +287,9 @@ pub struct Gossipsub {
     seqno: u64,
     ticks: u64,
     next_heartbeat: Instant,
+    /// Staggered forwards waiting for their time, by (time, sequence).
+    deferred: BTreeMap<(Instant, u64), Deferred>,
+    deferred_seq: u64,
     control: BTreeMap<PeerId, Control>,
     ready: BTreeSet<PeerId>,
     actions: VecDeque<Action>,
@@ -309,6 +318,8 @@ impl Gossipsub {
                 .scoring
                 .then(|| PeerScore::new(config.score_params.clone(), now)),
             next_heartbeat: now + config.heartbeat_interval,
+            deferred: BTreeMap::new(),
+            deferred_seq: 0,
             config,
             key,
             local,
@@ -359,6 +370,51 @@ impl Gossipsub {
     /// When [`Gossipsub::heartbeat`] is due next.
     pub fn next_heartbeat(&self) -> Instant {
         self.next_heartbeat
+    }
+
+    /// When [`Gossipsub::on_timeout`] has something to do next (the heartbeat, or a
+    /// staggered forward).
+    pub fn next_timeout(&self) -> Instant {
+        match self.deferred.keys().next() {
+            Some((at, _)) => (*at).min(self.next_heartbeat),
+            None => self.next_heartbeat,
+        }
+    }
+
+    /// Runs what is due at `now`: staggered forwards, and the heartbeat if it is due.
+    pub fn on_timeout(&mut self, now: Instant, rng: &mut dyn RngCore) {
+        self.release_deferred(now);
+        if now >= self.next_heartbeat {
+            self.heartbeat(now, rng);
+        }
+    }
+
+    /// Sends the staggered forwards whose time has come, except to peers that meanwhile
+    /// showed they have the message (IDONTWANT, or sent it to us).
+    fn release_deferred(&mut self, now: Instant) {
+        while let Some(entry) = self.deferred.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let d = entry.remove();
+            let Some(p) = self.peers.get(&d.peer) else {
+                continue;
+            };
+            if p.dont_want.contains(&d.id) {
+                self.metrics.idontwant_saved += 1;
+                continue;
+            }
+            if self.enqueue(
+                d.peer,
+                Outbound {
+                    bytes: d.bytes,
+                    priority: Priority::Forward,
+                    message: Some(d.id),
+                },
+            ) {
+                self.metrics.forwarded += 1;
+            }
+        }
     }
 
     /// The next event or dial.
@@ -432,6 +488,11 @@ impl Gossipsub {
             .get(topic)
             .map(|m| m.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Topics that have a mesh (each one we subscribe to; for invariant checks).
+    pub fn mesh_topics(&self) -> impl Iterator<Item = &Topic> {
+        self.mesh.keys()
     }
 
     /// `peer`'s score now (0 with scoring off).
@@ -998,6 +1059,22 @@ impl Gossipsub {
             if let Some(s) = self.score.as_mut() {
                 s.duplicate_message(now, &from, &id, &m.topic);
             }
+            // The sender has it: a copy still queued or staggered for it is waste (an
+            // implicit IDONTWANT).
+            let max = self.config.max_idontwant_ids.max(1);
+            if let Some(p) = self.peers.get_mut(&from) {
+                if p.queue.cancel_forward(&id) {
+                    self.metrics.idontwant_saved += 1;
+                }
+                if !self.deferred.is_empty() && p.dont_want.insert(id.clone()) {
+                    p.dont_want_order.push_back(id.clone());
+                    while p.dont_want_order.len() > max {
+                        if let Some(old) = p.dont_want_order.pop_front() {
+                            p.dont_want.remove(&old);
+                        }
+                    }
+                }
+            }
             if let Some(p) = self.pending.get_mut(&id) {
                 if !p.also_from.contains(&from) && p.also_from.len() < 64 {
                     p.also_from.push(from);
@@ -1104,6 +1181,8 @@ impl Gossipsub {
         }
         .encode();
         self.mcache.put(id.clone(), m);
+        let (eager, stagger) = (self.config.forward_eager, self.config.forward_stagger);
+        let mut sent = 0usize;
         for p in mesh {
             if p == from || Some(p) == publisher {
                 continue;
@@ -1116,6 +1195,23 @@ impl Gossipsub {
                 self.metrics.idontwant_saved += 1;
                 continue;
             }
+            if !stagger.is_zero() && sent >= eager {
+                // Staggered: later mesh peers get it a little later, unless they show by
+                // then (IDONTWANT, or a copy from them) that they already have it.
+                let at = now + stagger * (sent + 1 - eager) as u32;
+                self.deferred_seq += 1;
+                self.deferred.insert(
+                    (at, self.deferred_seq),
+                    Deferred {
+                        peer: p,
+                        id: id.clone(),
+                        bytes: bytes.clone(),
+                    },
+                );
+                sent += 1;
+                continue;
+            }
+            sent += 1;
             if self.enqueue(
                 p,
                 Outbound {
@@ -1253,8 +1349,13 @@ impl Gossipsub {
 
     fn on_graft(&mut self, now: Instant, from: PeerId, topic: Topic) {
         self.metrics.grafts_received += 1;
-        if !self.subscribed.contains(&topic) {
-            // Not our topic: tell it, without peer exchange.
+        let peer_in_topic = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.topics.contains(&topic));
+        if !self.subscribed.contains(&topic) || !peer_in_topic {
+            // Not our topic, or not one the peer joined (a mesh holds only peers subscribed
+            // to its topic): tell it, without peer exchange.
             let backoff = self.config.prune_backoff;
             self.control_for(from).prune.push(Prune {
                 topic: topic.clone(),

@@ -385,7 +385,7 @@ impl GossipSim {
     }
 
     fn schedule(&mut self, i: usize) {
-        let next = self.nodes[i].router.next_heartbeat();
+        let next = self.nodes[i].router.next_timeout();
         let at = next.saturating_duration_since(self.base).max(self.now);
         if self.nodes[i].timer.is_none_or(|t| at < t) {
             self.nodes[i].timer = Some(at);
@@ -408,9 +408,9 @@ impl GossipSim {
                 if !self.nodes[node].alive {
                     return true;
                 }
-                if now >= self.nodes[node].router.next_heartbeat() {
+                if now >= self.nodes[node].router.next_timeout() {
                     let rng = &mut self.rng;
-                    self.nodes[node].router.heartbeat(now, rng);
+                    self.nodes[node].router.on_timeout(now, rng);
                 }
                 self.flush(node);
             }
