@@ -226,3 +226,57 @@ fn corrupt_identity_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Two `ggen p2p start` processes, the second bootstrapping through the first, serve the DHT:
+/// a library node that knows only the first finds the second by lookup. A `--config` file
+/// with `[kademlia]` and `[gossipsub]` tables is accepted.
+#[test]
+fn started_nodes_serve_the_dht() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = da.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "max_connections = 50\n[kademlia]\nk = 16\n[gossipsub]\nmesh_n = 6\n",
+    )
+    .unwrap();
+    let a = start(da.path(), &["--config", config.to_str().unwrap()]);
+    let tcp_a = a
+        .listening
+        .iter()
+        .find(|l| l.contains("/tcp/"))
+        .unwrap()
+        .clone();
+    let b = start(db.path(), &["--bootstrap", &tcp_a]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use ggen_p2p::kademlia::{Dht, KademliaConfig, Key};
+        use ggen_p2p::node::{Node, NodeConfig};
+        let node = Node::spawn(
+            ggen_p2p::Keypair::generate(),
+            NodeConfig {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                bootstrap: vec![tcp_a.parse().unwrap()],
+                ..NodeConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let dht = Dht::spawn(&node, KademliaConfig::default(), None).unwrap();
+        let target: ggen_p2p::PeerId = b.peer_id.parse().unwrap();
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let _ = dht.bootstrap().await;
+            if let Ok((peers, _)) = dht.find_closest_peers(Key::from_peer(&target)).await {
+                if peers.iter().any(|p| p.peer == target) {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the second ggen node was never found through the first"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        node.shutdown().await;
+    });
+}

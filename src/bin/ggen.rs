@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ggen_p2p::gossip::{Gossip, GossipsubConfig};
 use ggen_p2p::identity::load_or_create_identity;
+use ggen_p2p::kademlia::{Dht, KademliaConfig};
 use ggen_p2p::node::{Node, NodeConfig, NodeEvent};
 use ggen_p2p::{Keypair, Multiaddr};
 
@@ -60,7 +62,9 @@ struct StartArgs {
     /// Bootstrap peer to dial and keep connected, as <multiaddr>/p2p/<PeerId>; repeatable.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
-    /// Node configuration file (TOML, the fields of `NodeConfig`); flags override it.
+    /// Configuration file (TOML): the fields of `NodeConfig` at the top level, plus optional
+    /// `[kademlia]` (`KademliaConfig`) and `[gossipsub]` (`GossipsubConfig`) tables; flags
+    /// override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Maximum number of connections.
@@ -83,6 +87,16 @@ struct PingArgs {
     /// Seconds allowed to connect and authenticate.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+}
+
+/// What `--config` may hold.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StartConfig {
+    #[serde(flatten)]
+    node: NodeConfig,
+    kademlia: KademliaConfig,
+    gossipsub: GossipsubConfig,
 }
 
 fn data_dir(arg: &DataDirArg) -> Result<PathBuf, String> {
@@ -156,13 +170,17 @@ fn main() -> ExitCode {
 async fn start(args: StartArgs) -> Result<(), String> {
     let dir = data_dir(&args.data)?;
     let keypair = identity(&dir)?;
-    let mut config = match &args.config {
+    let StartConfig {
+        node: mut config,
+        kademlia,
+        gossipsub,
+    } = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            toml::from_str::<NodeConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            toml::from_str::<StartConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
-        None => NodeConfig::default(),
+        None => StartConfig::default(),
     };
     if !args.listen.is_empty() {
         config.listen = args.listen;
@@ -190,6 +208,10 @@ async fn start(args: StartArgs) -> Result<(), String> {
         .map_err(|e| one_line(&e))?;
     let me = node.local_peer_id();
     let mut events = node.events();
+    // The node serves the DHT (and bootstraps into it through the bootstrap peers) and runs
+    // a gossip router, so that peers can join the network through it.
+    let dht = Dht::spawn(&node, kademlia, None).map_err(|e| one_line(&e))?;
+    let _gossip = Gossip::spawn(&node, gossipsub).map_err(|e| one_line(&e))?;
     println!("peer id: {me}");
     for addr in node.listen_addrs() {
         println!("listening on {}", addr.with_peer_id(me));
@@ -200,9 +222,15 @@ async fn start(args: StartArgs) -> Result<(), String> {
 
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let mut status = tokio::time::interval(Duration::from_secs(60));
+    status.tick().await;
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = status.tick() => {
+                let table = dht.routing_table().await.map(|t| t.len).unwrap_or(0);
+                tracing::info!(connections = node.connected_count(), dht_peers = table, "status");
+            }
             ev = events.recv() => match ev {
                 Ok(NodeEvent::DialFailed { addr, error }) => tracing::warn!(%addr, "dial failed: {error}"),
                 Ok(NodeEvent::InboundFailed { addr, reason }) => tracing::debug!(%addr, "inbound connection failed: {reason}"),

@@ -27,7 +27,8 @@ pub struct KademliaConfig {
     /// Requests in flight per lookup (paper: α = 3).
     pub alpha: usize,
     /// A lookup ends when this many of the closest peers seen have answered and no closer
-    /// peer is pending, even if fewer than k have (resiliency, β; default k, i.e. strict).
+    /// peer is pending, even if fewer than k have (resiliency, β; default 20 = k, i.e.
+    /// strict; values above k count as k, so changing only `k` keeps lookups strict).
     pub beta: usize,
     /// S/Kademlia disjoint lookup paths (1 = plain Kademlia).
     pub disjoint_paths: usize,
@@ -139,8 +140,8 @@ impl KademliaConfig {
         if self.k == 0 || self.alpha == 0 || self.disjoint_paths == 0 {
             return Err("k, alpha and disjoint_paths must be at least 1".into());
         }
-        if self.beta == 0 || self.beta > self.k {
-            return Err("beta must be between 1 and k".into());
+        if self.beta == 0 {
+            return Err("beta must be at least 1".into());
         }
         if self.replication_factor == 0 {
             return Err("replication_factor must be at least 1".into());
