@@ -94,7 +94,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         })
         .collect();
     let mut dials = Vec::new();
-    for i in 0..n {
+    for (i, (from, _)) in nodes.iter().enumerate() {
         let mut targets = HashSet::new();
         while targets.len() < args.dials.min(n - 1) {
             let j = rng.random_range(0..n);
@@ -103,7 +103,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
             }
         }
         for j in targets {
-            let node = nodes[i].0.clone();
+            let node = from.clone();
             let addr = addrs[j].clone();
             dials.push(tokio::spawn(async move { node.dial(addr).await.is_ok() }));
         }
