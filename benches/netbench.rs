@@ -51,6 +51,7 @@ struct Args {
     messages: usize,
     size: usize,
     dials: usize,
+    gossip_config: Option<String>,
     nodes: usize,
     transport: String,
     lookups: usize,
@@ -65,6 +66,7 @@ fn parse_args() -> Args {
         messages: 100,
         size: 1024,
         dials: 8,
+        gossip_config: None,
         nodes: 200,
         transport: "tcp".into(),
         lookups: 200,
@@ -99,6 +101,7 @@ fn parse_args() -> Args {
                     .expect("--size BYTES")
             }
             "--dials" => a.dials = it.next().and_then(|v| v.parse().ok()).expect("--dials N"),
+            "--gossip-config" => a.gossip_config = it.next(),
             "--out" => a.out = it.next(),
             "--bench" => {}
             s if !s.starts_with('-') && a.mode.is_empty() => a.mode = s.to_string(),
@@ -1007,7 +1010,18 @@ fn main() {
                 eprintln!("netbench: gossip needs --nodes >= 2 and --messages >= 1");
                 std::process::exit(2);
             }
+            let config = match &args.gossip_config {
+                None => ggen_p2p::gossip::GossipsubConfig::default(),
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+                    .unwrap_or_else(|e| {
+                        eprintln!("netbench: --gossip-config {path}: {e}");
+                        std::process::exit(2);
+                    }),
+            };
             let g = gossip_bench::GossipArgs {
+                config,
                 nodes: args.nodes,
                 transport: args.transport.clone(),
                 messages: args.messages,

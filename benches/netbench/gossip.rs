@@ -15,6 +15,8 @@ use rand::Rng;
 
 /// What the gossip benchmark needs from the command line.
 pub struct GossipArgs {
+    /// The router configuration every node runs.
+    pub config: GossipsubConfig,
     pub nodes: usize,
     pub transport: String,
     pub messages: usize,
@@ -33,7 +35,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Runs the benchmark; `peak_rss_mb` reads the process's peak memory at the end.
 pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Option<f64>) -> String {
     let n = args.nodes;
-    let topic: Topic = GossipsubConfig::default().topic("netbench");
+    let topic: Topic = args.config.topic("netbench");
     let started = Instant::now();
     let mut nodes: Vec<(NodeHandle, Gossip)> = Vec::with_capacity(n);
     // Publish instants by message index, shared with the receivers.
@@ -50,7 +52,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         let node = Node::spawn(Keypair::generate(), config)
             .await
             .expect("node starts");
-        let gossip = Gossip::spawn(&node, GossipsubConfig::default()).expect("gossip starts");
+        let gossip = Gossip::spawn(&node, args.config.clone()).expect("gossip starts");
         let mut sub = gossip.subscribe(topic.clone()).await.expect("subscribe");
         let (published, latencies, received) =
             (published.clone(), latencies.clone(), received.clone());
@@ -132,7 +134,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(GossipsubConfig::default().heartbeat_interval * 3).await;
+    tokio::time::sleep(args.config.heartbeat_interval * 3).await;
     let settle_s = started.elapsed().as_secs_f64();
     eprintln!(
         "netbench gossip: {n} nodes over {} settled in {settle_s:.2} s ({dial_failures} dial failures)",
