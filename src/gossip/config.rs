@@ -272,6 +272,17 @@ pub struct GossipsubConfig {
     /// Trades a little latency on sparse paths for far fewer duplicate transmissions.
     #[serde(with = "crate::node::duration_secs")]
     pub forward_stagger: Duration,
+    /// Choking (an extension, off by default): each heartbeat, a mesh peer whose copies of
+    /// this window's messages were nearly all duplicates may be told to stop pushing
+    /// (CHOKE); it then only advertises by IHAVE, and is unchoked as soon as it advertises
+    /// a message we had not seen. Cuts duplicate transmissions at some cost in tail latency.
+    pub choke: bool,
+    /// Mesh peers per topic that always stay unchoked (default 3).
+    pub choke_min_unchoked: usize,
+    /// Share of a peer's copies that must have been duplicates to choke it (default 0.9).
+    pub choke_duplicate_ratio: f64,
+    /// Copies a peer must have sent in the window before it can be judged (default 5).
+    pub choke_min_samples: u32,
     /// Messages of at least this many bytes trigger IDONTWANT to the mesh (spec v1.2: 1000).
     pub idontwant_message_size_threshold: usize,
     /// Message ids remembered per peer from its IDONTWANTs (default 10 000).
@@ -336,6 +347,10 @@ impl Default for GossipsubConfig {
             prune_peers: 16,
             do_px: true,
             flood_publish: false,
+            choke: false,
+            choke_min_unchoked: 3,
+            choke_duplicate_ratio: 0.9,
+            choke_min_samples: 5,
             forward_eager: 2,
             forward_stagger: Duration::ZERO,
             idontwant_message_size_threshold: 1000,

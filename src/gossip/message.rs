@@ -241,6 +241,18 @@ pub struct Control {
     pub prune: Vec<Prune>,
     /// IDONTWANTs.
     pub idontwant: Vec<IDontWant>,
+    /// "Stop pushing this topic's messages to me; IHAVE is enough" (choking, an extension:
+    /// a mesh peer whose copies nearly always arrive as duplicates is choked).
+    pub choke: Vec<Choke>,
+    /// "Push to me again."
+    pub unchoke: Vec<Choke>,
+}
+
+/// A topic named in a CHOKE or UNCHOKE.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choke {
+    /// The topic.
+    pub topic: Topic,
 }
 
 impl Control {
@@ -251,6 +263,8 @@ impl Control {
             && self.graft.is_empty()
             && self.prune.is_empty()
             && self.idontwant.is_empty()
+            && self.choke.is_empty()
+            && self.unchoke.is_empty()
     }
 }
 
@@ -378,8 +392,15 @@ impl Rpc {
         if c.ihave.len() > l.max_ids || c.iwant.len() > l.max_ids || c.idontwant.len() > l.max_ids {
             return bad("too many id lists");
         }
-        if c.graft.len() > l.max_graft_prune || c.prune.len() > l.max_graft_prune {
-            return bad("too many graft or prune entries");
+        if c.graft.len() > l.max_graft_prune
+            || c.prune.len() > l.max_graft_prune
+            || c.choke.len() > l.max_graft_prune
+            || c.unchoke.len() > l.max_graft_prune
+        {
+            return bad("too many graft, prune or choke entries");
+        }
+        if !c.choke.iter().chain(&c.unchoke).all(|x| topic_ok(&x.topic)) {
+            return bad("topic name too long");
         }
         for p in &c.prune {
             if p.peers.len() > l.max_px {
@@ -445,6 +466,10 @@ mod tests {
                 idontwant: vec![IDontWant {
                     message_ids: vec![MessageId(Bytes::from_static(b"id3"))],
                 }],
+                choke: vec![Choke {
+                    topic: Topic::new("t"),
+                }],
+                unchoke: vec![],
             },
             record: Some(SignedPeerRecord::new(key, vec![], 3)),
         }

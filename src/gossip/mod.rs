@@ -20,8 +20,8 @@ pub use config::{
 };
 pub use driver::{Gossip, GossipError, Received, Subscription};
 pub use message::{
-    Control, GossipMessage, Graft, IDontWant, IHave, IWant, MessageId, PeerExchange, Prune, Rpc,
-    RpcLimits, SignedPeerRecord, SubOpts, Topic,
+    Choke, Control, GossipMessage, Graft, IDontWant, IHave, IWant, MessageId, PeerExchange, Prune,
+    Rpc, RpcLimits, SignedPeerRecord, SubOpts, Topic,
 };
 pub use queue::{Dropped, Outbound, PeerQueue, Priority};
 pub use router::{

@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use super::cache::{MessageCache, SeenCache};
 use super::config::{GossipsubConfig, MessageIdFn, ValidationMode};
 use super::message::{
-    Control, GossipMessage, Graft, IDontWant, IHave, IWant, MessageId, PeerExchange, Prune, Rpc,
-    RpcLimits, SignedPeerRecord, SubOpts, Topic,
+    Choke, Control, GossipMessage, Graft, IDontWant, IHave, IWant, MessageId, PeerExchange, Prune,
+    Rpc, RpcLimits, SignedPeerRecord, SubOpts, Topic,
 };
 use super::queue::{Outbound, PeerQueue, Priority};
 use super::score::{PeerScore, RejectReason, ScoreSnapshot};
@@ -220,6 +220,12 @@ pub struct GossipMetrics {
     pub broken_promises: u64,
     /// Dials requested by peer exchange.
     pub px_dials: u64,
+    /// CHOKEs sent.
+    pub chokes_sent: u64,
+    /// UNCHOKEs sent.
+    pub unchokes_sent: u64,
+    /// Forwards not pushed because the mesh peer choked us (it gets IHAVE instead).
+    pub choked_skips: u64,
     /// Encoded RPC bytes handed to peers' queues.
     pub bytes_queued: u64,
     /// Messages not handed to the application because its subscription was not read
@@ -251,6 +257,12 @@ struct PeerState {
     ihaves_this_beat: usize,
     iwant_asked_this_beat: usize,
     band: &'static str,
+    /// Topics for which we told this peer not to push to us.
+    choked_by_us: BTreeSet<Topic>,
+    /// Topics for which this peer told us not to push to it.
+    chokes_us: BTreeSet<Topic>,
+    /// This heartbeat window: (first deliveries, duplicates) from this peer, per topic.
+    window: BTreeMap<Topic, (u32, u32)>,
 }
 
 struct Deferred {
@@ -642,6 +654,9 @@ impl Gossipsub {
                 ihaves_this_beat: 0,
                 iwant_asked_this_beat: 0,
                 band: "ok",
+                choked_by_us: BTreeSet::new(),
+                chokes_us: BTreeSet::new(),
+                window: BTreeMap::new(),
             },
         );
         if let Some(s) = self.score.as_mut() {
@@ -750,6 +765,7 @@ impl Gossipsub {
         self.announce(topic, false);
         let backoff = self.config.unsubscribe_backoff;
         for p in self.mesh.remove(topic).unwrap_or_default() {
+            self.clear_chokes(&p, topic);
             self.prune_peer(now, topic, p, backoff, true);
         }
         self.flush_control();
@@ -1019,6 +1035,8 @@ impl Gossipsub {
             if !p.topics.remove(&s.topic) {
                 return;
             }
+            p.choked_by_us.remove(&s.topic);
+            p.chokes_us.remove(&s.topic);
             if let Some(m) = self.mesh.get_mut(&s.topic) {
                 m.remove(&from);
             }
@@ -1056,6 +1074,13 @@ impl Gossipsub {
         // De-duplication first: a duplicate costs no signature check.
         if self.seen.contains(&id) {
             self.metrics.duplicates += 1;
+            if let Some(p) = self.peers.get_mut(&from) {
+                if let Some(w) = p.window.get_mut(&m.topic) {
+                    w.1 += 1;
+                } else if p.window.len() < 64 {
+                    p.window.insert(m.topic.clone(), (0, 1));
+                }
+            }
             if let Some(s) = self.score.as_mut() {
                 s.duplicate_message(now, &from, &id, &m.topic);
             }
@@ -1084,6 +1109,13 @@ impl Gossipsub {
             return;
         }
         self.seen.insert(now, id.clone());
+        if let Some(p) = self.peers.get_mut(&from) {
+            if let Some(w) = p.window.get_mut(&m.topic) {
+                w.0 += 1;
+            } else if p.window.len() < 64 {
+                p.window.insert(m.topic.clone(), (1, 0));
+            }
+        }
         for promised in self.promises.values_mut() {
             promised.remove(&id);
         }
@@ -1175,6 +1207,7 @@ impl Gossipsub {
         }
         let mesh = self.mesh_peers(&m.topic);
         let publisher = m.from;
+        let topic = m.topic.clone();
         let bytes = Rpc {
             publish: vec![m.clone()],
             ..Rpc::default()
@@ -1193,6 +1226,15 @@ impl Gossipsub {
                 .is_some_and(|s| s.dont_want.contains(&id))
             {
                 self.metrics.idontwant_saved += 1;
+                continue;
+            }
+            if self
+                .peers
+                .get(&p)
+                .is_some_and(|s| s.chokes_us.contains(&topic))
+            {
+                // It asked for IHAVE only; the next heartbeat advertises the message.
+                self.metrics.choked_skips += 1;
                 continue;
             }
             if !stagger.is_zero() && sent >= eager {
@@ -1265,6 +1307,98 @@ impl Gossipsub {
         if !c.idontwant.is_empty() {
             self.on_idontwant(from, c.idontwant);
         }
+        let in_mesh = |this: &Self, t: &Topic| this.mesh.get(t).is_some_and(|m| m.contains(&from));
+        let chokes: Vec<Topic> = c
+            .choke
+            .into_iter()
+            .map(|x| x.topic)
+            .filter(|t| in_mesh(self, t))
+            .collect();
+        if let Some(p) = self.peers.get_mut(&from) {
+            for t in chokes {
+                if p.chokes_us.len() < self.config.max_topics_per_peer {
+                    p.chokes_us.insert(t);
+                }
+            }
+            for x in c.unchoke {
+                p.chokes_us.remove(&x.topic);
+            }
+        }
+    }
+
+    /// Tells `peer` to push `topic` to us again.
+    fn unchoke_peer(&mut self, peer: PeerId, topic: &Topic) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.choked_by_us.remove(topic) {
+                self.metrics.unchokes_sent += 1;
+                self.control_for(peer).unchoke.push(Choke {
+                    topic: topic.clone(),
+                });
+            }
+        }
+    }
+
+    /// Forgets every choke between us and `peer` on `topic` (it left our mesh).
+    fn clear_chokes(&mut self, peer: &PeerId, topic: &Topic) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.choked_by_us.remove(topic);
+            p.chokes_us.remove(topic);
+        }
+    }
+
+    /// Heartbeat part of choking: per topic, choke the unchoked mesh peers whose copies were
+    /// duplicates at least `choke_duplicate_ratio` of the time (with enough samples), worst
+    /// first, keeping at least `choke_min_unchoked`; unchoke peers if fewer than that remain.
+    fn maintain_chokes(&mut self, topic: &Topic) {
+        let c = &self.config;
+        let (min_unchoked, ratio, samples) = (
+            c.choke_min_unchoked,
+            c.choke_duplicate_ratio,
+            c.choke_min_samples,
+        );
+        let mesh = self.mesh_peers(topic);
+        let unchoked: Vec<PeerId> = mesh
+            .iter()
+            .copied()
+            .filter(|p| {
+                self.peers
+                    .get(p)
+                    .is_some_and(|s| !s.choked_by_us.contains(topic))
+            })
+            .collect();
+        if unchoked.len() < min_unchoked {
+            let choked: Vec<PeerId> = mesh
+                .iter()
+                .copied()
+                .filter(|p| !unchoked.contains(p))
+                .take(min_unchoked - unchoked.len())
+                .collect();
+            for p in choked {
+                self.unchoke_peer(p, topic);
+            }
+        } else if unchoked.len() > min_unchoked {
+            // Worst first, while more than the minimum stay unchoked.
+            let mut redundant: Vec<(u32, PeerId)> = unchoked
+                .iter()
+                .filter_map(|p| {
+                    let (first, dup) = self.peers.get(p)?.window.get(topic).copied()?;
+                    let total = first + dup;
+                    (total >= samples && f64::from(dup) >= ratio * f64::from(total))
+                        .then_some((dup * 1000 / total.max(1), *p))
+                })
+                .collect();
+            redundant.sort_by(|a, b| b.cmp(a));
+            let room = unchoked.len() - min_unchoked;
+            for (_, p) in redundant.into_iter().take(room) {
+                if let Some(s) = self.peers.get_mut(&p) {
+                    s.choked_by_us.insert(topic.clone());
+                    self.metrics.chokes_sent += 1;
+                    self.control_for(p).choke.push(Choke {
+                        topic: topic.clone(),
+                    });
+                }
+            }
+        }
     }
 
     fn on_ihave(&mut self, now: Instant, from: PeerId, ihave: Vec<IHave>) {
@@ -1299,6 +1433,15 @@ impl Gossipsub {
         }
         if wanted.is_empty() {
             return;
+        }
+        // A peer we choked had something we lacked: it is useful after all.
+        let choked: Vec<Topic> = self
+            .peers
+            .get(&from)
+            .map(|p| p.choked_by_us.iter().cloned().collect())
+            .unwrap_or_default();
+        for t in choked {
+            self.unchoke_peer(from, &t);
         }
         let deadline = now + self.config.iwant_followup_time;
         let promised = self.promises.entry(from).or_default();
@@ -1416,6 +1559,7 @@ impl Gossipsub {
     fn on_prune(&mut self, now: Instant, from: PeerId, prune: Prune) {
         self.metrics.prunes_received += 1;
         let topic = prune.topic;
+        self.clear_chokes(&from, &topic);
         if self.mesh.get_mut(&topic).is_some_and(|m| m.remove(&from)) {
             if let Some(s) = self.score.as_mut() {
                 s.prune(now, &from, &topic);
@@ -1493,6 +1637,9 @@ impl Gossipsub {
         let topics: Vec<Topic> = self.mesh.keys().cloned().collect();
         for topic in &topics {
             self.maintain_mesh(now, topic, rng);
+            if self.config.choke {
+                self.maintain_chokes(topic);
+            }
         }
         self.maintain_fanout(now, rng);
         self.emit_gossip(now, rng);
@@ -1502,6 +1649,7 @@ impl Gossipsub {
         for p in self.peers.values_mut() {
             p.ihaves_this_beat = 0;
             p.iwant_asked_this_beat = 0;
+            p.window.clear();
         }
         self.mcache.shift();
         self.seen.expire(now);
@@ -1633,6 +1781,7 @@ impl Gossipsub {
         if let Some(m) = self.mesh.get_mut(topic) {
             m.remove(peer);
         }
+        self.clear_chokes(peer, topic);
     }
 
     fn maintain_fanout(&mut self, now: Instant, rng: &mut dyn RngCore) {
@@ -1710,7 +1859,20 @@ impl Gossipsub {
                 .config
                 .gossip_lazy
                 .max((self.config.gossip_factor * eligible.len() as f64) as usize);
-            let chosen: Vec<PeerId> = eligible.choose_multiple(rng, target).copied().collect();
+            let mut chosen: Vec<PeerId> = eligible.choose_multiple(rng, target).copied().collect();
+            // Mesh peers that choked us learn of messages only this way.
+            chosen.extend(
+                self.mesh
+                    .get(&topic)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| {
+                        self.peers
+                            .get(p)
+                            .is_some_and(|s| s.chokes_us.contains(&topic))
+                    })
+                    .copied(),
+            );
             for p in chosen {
                 self.metrics.ihave_sent += 1;
                 self.control_for(p).ihave.push(IHave {
