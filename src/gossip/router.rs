@@ -1873,12 +1873,26 @@ impl Gossipsub {
                     })
                     .copied(),
             );
+            let max_ids = self.limits.max_ids;
             for p in chosen {
-                self.metrics.ihave_sent += 1;
-                self.control_for(p).ihave.push(IHave {
+                // Every topic's IHAVE for `p` goes out in one RPC: keep their ids together
+                // within what a peer with our limits accepts, or it refuses the whole RPC.
+                let control = self.control_for(p);
+                let room = max_ids.saturating_sub(
+                    control
+                        .ihave
+                        .iter()
+                        .map(|h| h.message_ids.len())
+                        .sum::<usize>(),
+                );
+                if room == 0 {
+                    continue;
+                }
+                control.ihave.push(IHave {
                     topic: topic.clone(),
-                    message_ids: ids.clone(),
+                    message_ids: ids.iter().take(room).cloned().collect(),
                 });
+                self.metrics.ihave_sent += 1;
             }
         }
     }
