@@ -33,6 +33,8 @@ use crate::identity::{Keypair, PeerId};
 const SEEN_CAP: usize = 250_000;
 /// Messages waiting for the application's verdict at most.
 const MAX_PENDING_VALIDATION: usize = 10_000;
+/// Publisher keys kept decoded at most.
+const KEY_CACHE: usize = 10_000;
 /// Longest backoff we accept from a PRUNE.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -302,6 +304,8 @@ pub struct Gossipsub {
     /// Staggered forwards waiting for their time, by (time, sequence).
     deferred: BTreeMap<(Instant, u64), Deferred>,
     deferred_seq: u64,
+    /// Publishers' decoded keys (decoding is a large part of a signature check).
+    keys: HashMap<PeerId, crate::identity::PublicKey>,
     control: BTreeMap<PeerId, Control>,
     ready: BTreeSet<PeerId>,
     actions: VecDeque<Action>,
@@ -332,6 +336,7 @@ impl Gossipsub {
             next_heartbeat: now + config.heartbeat_interval,
             deferred: BTreeMap::new(),
             deferred_seq: 0,
+            keys: HashMap::new(),
             config,
             key,
             local,
@@ -1123,8 +1128,8 @@ impl Gossipsub {
             s.validate_message(now, &from, &id, &m.topic);
         }
         let signature_ok = match self.config.validation_mode {
-            ValidationMode::Strict => m.verify(),
-            ValidationMode::Permissive => m.signature.is_none() || m.verify(),
+            ValidationMode::Strict => self.verify(&m),
+            ValidationMode::Permissive => m.signature.is_none() || self.verify(&m),
             ValidationMode::Anonymous => {
                 m.from.is_none() && m.seqno.is_none() && m.signature.is_none()
             }
@@ -1198,6 +1203,28 @@ impl Gossipsub {
                 needs_validation: false,
             });
         }
+    }
+
+    /// Checks the publisher's signature, with its decoded key cached (bounded: the cache is
+    /// cleared when it reaches `KEY_CACHE`).
+    fn verify(&mut self, m: &GossipMessage) -> bool {
+        let Some(from) = m.from else {
+            return false;
+        };
+        let key = match self.keys.get(&from) {
+            Some(k) => *k,
+            None => {
+                let Ok(k) = from.public_key() else {
+                    return false;
+                };
+                if self.keys.len() >= KEY_CACHE {
+                    self.keys.clear();
+                }
+                self.keys.insert(from, k);
+                k
+            }
+        };
+        m.verify_with(&key)
     }
 
     /// Marks a message valid: scores the sender, caches and forwards it.
