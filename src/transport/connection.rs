@@ -1,7 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -212,6 +212,7 @@ impl Connection {
             max_message,
             cancel: CancellationToken::new(),
             retire: CancellationToken::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
             activity: Arc::new(Activity::new()),
         };
         let info = handle.info.clone();
@@ -259,6 +260,9 @@ pub struct ConnectionHandle {
     max_message: usize,
     cancel: CancellationToken,
     retire: CancellationToken,
+    /// Set by `close` and `retire`: the send path checks this lock-free flag instead of the
+    /// tokens (whose `is_cancelled` takes a lock).
+    stopping: Arc<AtomicBool>,
     activity: Arc<Activity>,
 }
 
@@ -335,6 +339,7 @@ impl ConnectionHandle {
 
     /// Closes the connection. Queued messages not yet written are dropped.
     pub fn close(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.cancel.cancel();
     }
 
@@ -343,12 +348,13 @@ impl ConnectionHandle {
     /// the remote is done too (or 5 s pass). Used when a duplicate connection
     /// to the same peer loses: nothing either side queued on it is lost.
     pub fn retire(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.retire.cancel();
     }
 
     /// True once the connection is closing, retiring or closed.
     pub fn is_closed(&self) -> bool {
-        self.cancel.is_cancelled() || self.retire.is_cancelled() || self.tx.is_closed()
+        self.stopping.load(Ordering::Acquire) || self.tx.is_closed()
     }
 
     /// Time since anything was last received on this connection.
