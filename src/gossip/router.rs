@@ -263,7 +263,7 @@ struct PeerState {
     choked_by_us: BTreeSet<Topic>,
     /// Topics for which this peer told us not to push to it.
     chokes_us: BTreeSet<Topic>,
-    /// This heartbeat window: (first deliveries, duplicates) from this peer, per topic.
+    /// Recent (first deliveries, duplicates) from this peer, per topic, halved each heartbeat.
     window: BTreeMap<Topic, (u32, u32)>,
 }
 
@@ -1676,7 +1676,12 @@ impl Gossipsub {
         for p in self.peers.values_mut() {
             p.ihaves_this_beat = 0;
             p.iwant_asked_this_beat = 0;
-            p.window.clear();
+            // Halve rather than forget: a peer is judged on the last few windows, so choking
+            // converges in a few heartbeats even when each window holds few messages.
+            for w in p.window.values_mut() {
+                *w = (w.0 / 2, w.1 / 2);
+            }
+            p.window.retain(|_, w| w.0 + w.1 > 0);
         }
         self.mcache.shift();
         self.seen.expire(now);
