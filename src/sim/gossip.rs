@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::mix;
+use super::link_latency;
 use crate::address::Multiaddr;
 use crate::gossip::{
     Action, GossipEvent, Gossipsub, GossipsubConfig, MessageId, PublishError, Rpc, Topic,
@@ -323,15 +323,14 @@ impl GossipSim {
             self.stats.lost += 1;
             return;
         }
-        let (lo, hi) = (from.min(to) as u64, from.max(to) as u64);
-        let r = mix(self.config.seed ^ mix(lo << 32 | hi));
-        let span = self
-            .config
-            .max_latency
-            .saturating_sub(self.config.min_latency);
-        let base = self.config.min_latency + span.mul_f64((r % 1_000_000) as f64 / 1_000_000.0);
-        let jitter = base.mul_f64(self.rng.random::<f64>() * 0.1);
-        let mut at = self.now + base + jitter;
+        let latency = link_latency(
+            self.config.seed,
+            (self.config.min_latency, self.config.max_latency),
+            from,
+            to,
+            &mut self.rng,
+        );
+        let mut at = self.now + latency;
         // FIFO per direction, like a stream.
         let last = self
             .last_arrival

@@ -119,8 +119,24 @@ impl std::fmt::Debug for Simulator {
     }
 }
 
+/// One message's latency on the link between nodes `a` and `b`: a per-link value fixed by
+/// the seed, uniform in `range`, plus up to 10 % jitter from `rng`.
+pub(crate) fn link_latency(
+    seed: u64,
+    range: (Duration, Duration),
+    a: usize,
+    b: usize,
+    rng: &mut StdRng,
+) -> Duration {
+    let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+    let r = mix(seed ^ mix(lo << 32 | hi));
+    let span = range.1.saturating_sub(range.0);
+    let base = range.0 + span.mul_f64((r % 1_000_000) as f64 / 1_000_000.0);
+    base + base.mul_f64(rng.random::<f64>() * 0.1)
+}
+
 /// A stable 64-bit mix (splitmix64) for per-link values derived from the seed.
-pub(crate) fn mix(mut x: u64) -> u64 {
+fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -260,15 +276,13 @@ impl Simulator {
     }
 
     fn link_latency(&mut self, a: usize, b: usize) -> Duration {
-        let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
-        let r = mix(self.config.seed ^ mix(lo << 32 | hi));
-        let span = self
-            .config
-            .max_latency
-            .saturating_sub(self.config.min_latency);
-        let base = self.config.min_latency + span.mul_f64((r % 1_000_000) as f64 / 1_000_000.0);
-        let jitter = base.mul_f64(self.rng.random::<f64>() * 0.1);
-        base + jitter
+        link_latency(
+            self.config.seed,
+            (self.config.min_latency, self.config.max_latency),
+            a,
+            b,
+            &mut self.rng,
+        )
     }
 
     fn drain(&mut self, i: usize) {
