@@ -345,14 +345,7 @@ impl Rpc {
     /// Decodes bytes from a peer: size first, then the encoding, then every list against
     /// `limits`. Never panics.
     pub fn decode(bytes: &[u8], limits: &RpcLimits) -> Result<Self, WireError> {
-        if bytes.len() > limits.max_transmit_size {
-            return Err(WireError::FrameTooLarge {
-                len: bytes.len() as u64,
-                max: limits.max_transmit_size as u64,
-            });
-        }
-        let rpc: Rpc = postcard::from_bytes(bytes)
-            .map_err(|_| WireError::malformed("gossip rpc", "not a valid encoding"))?;
+        let rpc: Rpc = crate::wire::decode_bounded(bytes, limits.max_transmit_size, "gossip rpc")?;
         rpc.validate(limits)?;
         Ok(rpc)
     }

@@ -168,14 +168,8 @@ impl Message {
 
     /// Decodes and validates. Total: never panics.
     pub fn decode(bytes: &[u8], limits: &MessageLimits) -> Result<Self, WireError> {
-        if bytes.len() > limits.max_message_size {
-            return Err(WireError::FrameTooLarge {
-                len: bytes.len() as u64,
-                max: limits.max_message_size as u64,
-            });
-        }
-        let msg: Message = postcard::from_bytes(bytes)
-            .map_err(|_| WireError::malformed("kademlia message", "not a valid encoding"))?;
+        let msg: Message =
+            crate::wire::decode_bounded(bytes, limits.max_message_size, "kademlia message")?;
         msg.validate(limits)?;
         Ok(msg)
     }
