@@ -13,6 +13,8 @@ use ggen_p2p::node::{Node, NodeConfig, NodeHandle};
 use ggen_p2p::{Keypair, Multiaddr};
 use rand::Rng;
 
+use super::percentile;
+
 /// What the gossip benchmark needs from the command line.
 pub struct GossipArgs {
     /// The router configuration every node runs.
@@ -22,14 +24,6 @@ pub struct GossipArgs {
     pub messages: usize,
     pub size: usize,
     pub dials: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Runs the benchmark; `peak_rss_mb` reads the process's peak memory at the end.

@@ -321,9 +321,8 @@ impl Gossipsub {
         now: Instant,
     ) -> Result<Self, String> {
         config.validate()?;
-        // Sequence numbers start at the clock-independent random point the caller cannot
-        // give us... they only need to be unique per publisher, so start from the key's
-        // first bytes mixed with 0: restarts are told apart by the seen cache's TTL.
+        // Sequence numbers start at 0; a driver that outlives restarts seeds them with
+        // `set_initial_seqno` so a restarted node does not reuse its earlier ids.
         let local = key.peer_id();
         let record = SignedPeerRecord::new(&key, addrs, 1);
         Ok(Self {
@@ -600,10 +599,6 @@ impl Gossipsub {
         }
     }
 
-    fn score_of(&self, now: Instant, peer: &PeerId) -> f64 {
-        self.score.as_ref().map_or(0.0, |s| s.score(now, peer))
-    }
-
     fn in_backoff(&self, now: Instant, topic: &Topic, peer: &PeerId) -> bool {
         self.backoff
             .get(&(topic.clone(), *peer))
@@ -735,7 +730,7 @@ impl Gossipsub {
             self.fanout_last.remove(&topic);
             mesh.extend(
                 f.into_iter()
-                    .filter(|p| self.score_of(now, p) >= 0.0 && !self.in_backoff(now, &topic, p))
+                    .filter(|p| self.peer_score(now, p) >= 0.0 && !self.in_backoff(now, &topic, p))
                     .take(self.config.mesh_n),
             );
         }
@@ -746,7 +741,7 @@ impl Gossipsub {
                 .filter(|p| {
                     !mesh.contains(p)
                         && !self.in_backoff(now, &topic, p)
-                        && self.score_of(now, p) >= 0.0
+                        && self.peer_score(now, p) >= 0.0
                 })
                 .collect();
             candidates.shuffle(rng);
@@ -858,7 +853,7 @@ impl Gossipsub {
             .peers
             .iter()
             .filter(|(id, p)| *id != pruned && p.topics.contains(topic) && p.record.is_some())
-            .filter(|(id, _)| self.score_of(now, id) >= 0.0)
+            .filter(|(id, _)| self.peer_score(now, id) >= 0.0)
             .map(|(id, p)| PeerExchange {
                 peer: *id,
                 record: p.record.clone(),
@@ -913,7 +908,7 @@ impl Gossipsub {
             subscribers
                 .iter()
                 .copied()
-                .filter(|p| self.score_of(now, p) >= threshold)
+                .filter(|p| self.peer_score(now, p) >= threshold)
                 .collect()
         } else if self.subscribed.contains(&topic) {
             let mesh = self.mesh_peers(&topic);
@@ -922,7 +917,7 @@ impl Gossipsub {
                 subscribers
                     .iter()
                     .copied()
-                    .filter(|p| self.score_of(now, p) >= threshold)
+                    .filter(|p| self.peer_score(now, p) >= threshold)
                     .collect()
             } else {
                 mesh
@@ -943,7 +938,7 @@ impl Gossipsub {
             let f: Vec<PeerId> = fanout.iter().copied().collect();
             self.fanout_last.insert(topic.clone(), now);
             f.into_iter()
-                .filter(|p| self.score_of(now, p) >= threshold)
+                .filter(|p| self.peer_score(now, p) >= threshold)
                 .collect()
         };
         if recipients.is_empty() {
@@ -990,7 +985,7 @@ impl Gossipsub {
             return;
         }
         if self.score.is_some()
-            && self.score_of(now, &from) < self.config.score_thresholds.graylist_threshold
+            && self.peer_score(now, &from) < self.config.score_thresholds.graylist_threshold
         {
             self.metrics.graylisted_rpcs += 1;
             return;
@@ -1320,7 +1315,7 @@ impl Gossipsub {
 
     fn on_control(&mut self, now: Instant, from: PeerId, c: Control) {
         let gossip_ok = self.score.is_none()
-            || self.score_of(now, &from) >= self.config.score_thresholds.gossip_threshold;
+            || self.peer_score(now, &from) >= self.config.score_thresholds.gossip_threshold;
         if gossip_ok {
             self.on_ihave(now, from, c.ihave);
             self.on_iwant(from, c.iwant);
@@ -1561,7 +1556,7 @@ impl Gossipsub {
                 return;
             }
         }
-        let score = self.score_of(now, &from);
+        let score = self.peer_score(now, &from);
         let outbound = self.peers.get(&from).is_some_and(|p| p.outbound);
         let full = self
             .mesh
@@ -1605,7 +1600,7 @@ impl Gossipsub {
             return;
         }
         if self.score.is_some()
-            && self.score_of(now, &from) < self.config.score_thresholds.accept_px_threshold
+            && self.peer_score(now, &from) < self.config.score_thresholds.accept_px_threshold
         {
             return;
         }
@@ -1703,7 +1698,7 @@ impl Gossipsub {
         let negative: Vec<PeerId> = mesh
             .iter()
             .copied()
-            .filter(|p| self.score_of(now, p) < 0.0)
+            .filter(|p| self.peer_score(now, p) < 0.0)
             .collect();
         for p in &negative {
             self.remove_from_mesh(topic, p);
@@ -1717,7 +1712,7 @@ impl Gossipsub {
                 .filter(|p| {
                     !mesh.contains(p)
                         && !this.in_backoff(now, topic, p)
-                        && this.score_of(now, p) >= 0.0
+                        && this.peer_score(now, p) >= 0.0
                 })
                 .collect()
         };
@@ -1734,7 +1729,7 @@ impl Gossipsub {
             // Keep the D_score best, then random ones up to D, with at least D_out outbound.
             let mut by_score = mesh.clone();
             by_score.shuffle(rng);
-            by_score.sort_by(|a, b| self.score_of(now, b).total_cmp(&self.score_of(now, a)));
+            by_score.sort_by(|a, b| self.peer_score(now, b).total_cmp(&self.peer_score(now, a)));
             let mut keep: Vec<PeerId> = by_score.iter().take(d_score).copied().collect();
             let mut rest: Vec<PeerId> = by_score.iter().skip(d_score).copied().collect();
             rest.shuffle(rng);
@@ -1785,13 +1780,13 @@ impl Gossipsub {
         }
         let every = self.config.opportunistic_graft_ticks.max(1);
         if self.score.is_some() && self.ticks % every == 0 && mesh.len() > 1 {
-            let mut scores: Vec<f64> = mesh.iter().map(|p| self.score_of(now, p)).collect();
+            let mut scores: Vec<f64> = mesh.iter().map(|p| self.peer_score(now, p)).collect();
             scores.sort_by(f64::total_cmp);
             let median = scores.get(scores.len() / 2).copied().unwrap_or(0.0);
             if median < self.config.score_thresholds.opportunistic_graft_threshold {
                 let mut better: Vec<PeerId> = candidates(self, &mesh)
                     .into_iter()
-                    .filter(|p| self.score_of(now, p) > median)
+                    .filter(|p| self.peer_score(now, p) > median)
                     .collect();
                 better.shuffle(rng);
                 for p in better
@@ -1838,13 +1833,13 @@ impl Gossipsub {
                 .map(|f| {
                     f.iter()
                         .copied()
-                        .filter(|p| subscribers.contains(p) && self.score_of(now, p) >= threshold)
+                        .filter(|p| subscribers.contains(p) && self.peer_score(now, p) >= threshold)
                         .collect()
                 })
                 .unwrap_or_default();
             let mut more: Vec<PeerId> = subscribers
                 .into_iter()
-                .filter(|p| !keep.contains(p) && self.score_of(now, p) >= threshold)
+                .filter(|p| !keep.contains(p) && self.peer_score(now, p) >= threshold)
                 .collect();
             more.shuffle(rng);
             let need = self.config.mesh_n.saturating_sub(keep.len());
@@ -1885,7 +1880,7 @@ impl Gossipsub {
                 .topic_peers(&topic)
                 .into_iter()
                 .filter(|p| !exclude.contains(p))
-                .filter(|p| self.score.is_none() || self.score_of(now, p) >= threshold)
+                .filter(|p| self.score.is_none() || self.peer_score(now, p) >= threshold)
                 .collect();
             let target = self
                 .config
