@@ -219,6 +219,7 @@ impl Connection {
         let ends = Ends {
             cancel: handle.cancel.clone(),
             retire: handle.retire.clone(),
+            stopping: handle.stopping.clone(),
         };
         let activity = handle.activity.clone();
         let config = self.config.clone();
@@ -271,6 +272,8 @@ pub struct ConnectionHandle {
 pub(crate) struct Ends {
     pub(crate) cancel: CancellationToken,
     pub(crate) retire: CancellationToken,
+    /// Set before either token fires: a lock-free "stop taking new messages" check.
+    pub(crate) stopping: Arc<AtomicBool>,
 }
 
 /// How long a retired connection waits for the remote to finish its side.

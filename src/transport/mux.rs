@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -263,7 +264,11 @@ pub(crate) async fn run<S: InboundSink>(
     activity: Arc<Activity>,
     config: Arc<TransportConfig>,
 ) -> CloseReason {
-    let Ends { cancel, retire } = ends;
+    let Ends {
+        cancel,
+        retire,
+        stopping,
+    } = ends;
     let SecureStream {
         mut reader,
         mut writer,
@@ -295,14 +300,19 @@ pub(crate) async fn run<S: InboundSink>(
     // every handle dropped); Err on a write error.
     // Set when the remote ends its side: we finish ours (flush, then end-of-stream).
     let remote_done = CancellationToken::new();
+    // The same two facts as plain flags, for the busy path (a token's `is_cancelled` locks).
+    let remote_ended = AtomicBool::new(false);
     let write_loop = async {
+        let mut retired = std::pin::pin!(retire.cancelled());
+        let mut remote_finished = std::pin::pin!(remote_done.cancelled());
         let mut active: VecDeque<Sending> = VecDeque::new();
         let mut next_id: u32 = 0;
         let mut wbuf: Vec<u8> = Vec::new();
         let mut plain: Vec<u8> = Vec::new();
         let mut closed = false;
         loop {
-            if !closed && (retire.is_cancelled() || remote_done.is_cancelled()) {
+            if !closed && (stopping.load(Ordering::Acquire) || remote_ended.load(Ordering::Relaxed))
+            {
                 // No new messages (senders get `Closed`); the ones already queued are written.
                 rx.close();
                 closed = true;
@@ -312,9 +322,16 @@ pub(crate) async fn run<S: InboundSink>(
                 wbuf = Vec::new();
                 plain = Vec::new();
                 let next = tokio::select! {
+                    biased;
                     m = rx.recv() => m,
-                    _ = retire.cancelled(), if !closed => continue,
-                    _ = remote_done.cancelled(), if !closed => continue,
+                    _ = retired.as_mut(), if !closed => {
+                        stopping.store(true, Ordering::Release);
+                        continue;
+                    }
+                    _ = remote_finished.as_mut(), if !closed => {
+                        remote_ended.store(true, Ordering::Relaxed);
+                        continue;
+                    }
                 };
                 match next {
                     Some(msg) => {
@@ -394,6 +411,7 @@ pub(crate) async fn run<S: InboundSink>(
             if r == CloseReason::Remote {
                 // The remote is done sending but may still be reading (it retired this
                 // connection): write what we already queued, so none of it is lost.
+                remote_ended.store(true, Ordering::Relaxed);
                 remote_done.cancel();
                 tokio::select! {
                     _ = &mut write_loop => {},

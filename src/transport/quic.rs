@@ -154,7 +154,7 @@ pub(crate) async fn run<S: InboundSink>(
     activity: Arc<Activity>,
     config: Arc<TransportConfig>,
 ) -> CloseReason {
-    let Ends { cancel, retire } = ends;
+    let Ends { cancel, retire, .. } = ends;
     let limits = config.limits.clone();
     let codec = FrameCodec::new(limits.max_message_size);
     let budget_total = limits
