@@ -26,6 +26,8 @@ use crate::wire::ProtocolId;
 const SUBSCRIPTION_BUFFER: usize = 4096;
 /// How often peers whose connection was full are tried again.
 const RETRY_BLOCKED: Duration = Duration::from_millis(5);
+/// Inbound RPCs handled per wake-up before the driver flushes and looks at commands again.
+const INBOUND_BATCH: usize = 64;
 
 /// Errors from [`Gossip`] calls.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -146,6 +148,8 @@ impl Gossip {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         router.set_initial_seqno(start);
+        let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+        router.randomize_heartbeat_phase(now(), &mut rng);
         let (cmd, cmd_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let local = node.local_peer_id();
@@ -157,7 +161,7 @@ impl Gossip {
             subscriptions: HashMap::new(),
             events: events.clone(),
             blocked: BTreeSet::new(),
-            rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            rng,
             app_dropped: 0,
         };
         driver.resync();
@@ -260,8 +264,15 @@ impl Driver {
         mut inbound: mpsc::Receiver<crate::node::InboundMessage>,
         mut node_events: broadcast::Receiver<NodeEvent>,
     ) {
+        // One timer for the router's next deadline, moved rather than rebuilt each turn.
+        let timer =
+            tokio::time::sleep_until(tokio::time::Instant::from_std(self.router.next_timeout()));
+        let mut timer = std::pin::pin!(timer);
         loop {
             let timeout = tokio::time::Instant::from_std(self.router.next_timeout());
+            if timer.deadline() != timeout {
+                timer.as_mut().reset(timeout);
+            }
             let retry = !self.blocked.is_empty();
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
@@ -269,7 +280,15 @@ impl Driver {
                     None => return,
                 },
                 msg = inbound.recv() => match msg {
-                    Some(m) => self.inbound(m.peer, &m.payload),
+                    Some(m) => {
+                        self.inbound(m.peer, &m.payload);
+                        // Take what else has arrived before flushing: one pass over the
+                        // queues serves the whole batch.
+                        for _ in 0..INBOUND_BATCH {
+                            let Ok(m) = inbound.try_recv() else { break };
+                            self.inbound(m.peer, &m.payload);
+                        }
+                    }
                     None => return,
                 },
                 ev = node_events.recv() => match ev {
@@ -287,7 +306,7 @@ impl Driver {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.resync(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep_until(timeout) => {
+                _ = timer.as_mut() => {
                     self.router.on_timeout(now(), &mut self.rng);
                 }
                 _ = tokio::time::sleep(RETRY_BLOCKED), if retry => {
