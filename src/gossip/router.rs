@@ -363,6 +363,17 @@ impl Gossipsub {
         self.seqno = seqno;
     }
 
+    /// Moves the first heartbeat to a random point within one interval from `now`, so that
+    /// nodes started together do not all run their heartbeats (and send their IHAVE gossip)
+    /// at the same instant every interval.
+    pub fn randomize_heartbeat_phase(&mut self, now: Instant, rng: &mut dyn RngCore) {
+        let interval = self.config.heartbeat_interval;
+        let nanos = u64::try_from(interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.next_heartbeat = now + Duration::from_nanos(rng.next_u64() % nanos);
+    }
+
     /// Our identity.
     pub fn local_peer_id(&self) -> PeerId {
         self.local
@@ -984,9 +995,9 @@ impl Gossipsub {
         if !self.peers.contains_key(&from) {
             return;
         }
-        if self.score.is_some()
-            && self.peer_score(now, &from) < self.config.score_thresholds.graylist_threshold
-        {
+        // Scored once per RPC: the graylist and gossip thresholds read the same figure.
+        let score = self.peer_score(now, &from);
+        if self.score.is_some() && score < self.config.score_thresholds.graylist_threshold {
             self.metrics.graylisted_rpcs += 1;
             return;
         }
@@ -999,7 +1010,9 @@ impl Gossipsub {
         for m in rpc.publish {
             self.on_message(now, from, m);
         }
-        self.on_control(now, from, rpc.control);
+        if !rpc.control.is_empty() {
+            self.on_control(now, from, score, rpc.control);
+        }
         self.flush_control();
     }
 
@@ -1074,12 +1087,25 @@ impl Gossipsub {
         // De-duplication first: a duplicate costs no signature check.
         if self.seen.contains(&id) {
             self.metrics.duplicates += 1;
+            let mut redundant = false;
             if let Some(p) = self.peers.get_mut(&from) {
                 if let Some(w) = p.window.get_mut(&m.topic) {
                     w.1 += 1;
+                    // Checked every `choke_min_samples` copies, not on each one: when the
+                    // minimum unchoked set is reached the check would find nothing to do.
+                    let total = w.0.saturating_add(w.1);
+                    redundant = self.config.choke
+                        && total % self.config.choke_min_samples.max(1) == 0
+                        && !p.choked_by_us.contains(&m.topic)
+                        && is_redundant(*w, &self.config);
                 } else if p.window.len() < 64 {
                     p.window.insert(m.topic.clone(), (0, 1));
                 }
+            }
+            if redundant {
+                // Enough evidence already: choke now rather than at the next heartbeat.
+                self.maintain_chokes(&m.topic);
+                self.flush_control();
             }
             if let Some(s) = self.score.as_mut() {
                 s.duplicate_message(now, &from, &id, &m.topic);
@@ -1109,12 +1135,19 @@ impl Gossipsub {
             return;
         }
         self.seen.insert(now, id.clone());
+        let mut unchoke = false;
         if let Some(p) = self.peers.get_mut(&from) {
             if let Some(w) = p.window.get_mut(&m.topic) {
                 w.0 += 1;
             } else if p.window.len() < 64 {
                 p.window.insert(m.topic.clone(), (1, 0));
             }
+            // A peer we choked delivered something first (an IWANT answer that beat every
+            // other copy): it is useful after all.
+            unchoke = p.choked_by_us.contains(&m.topic);
+        }
+        if unchoke {
+            self.unchoke_peer(from, &m.topic);
         }
         for promised in self.promises.values_mut() {
             promised.remove(&id);
@@ -1148,21 +1181,20 @@ impl Gossipsub {
             // Not our topic: remembered as seen, neither delivered nor forwarded.
             return;
         }
-        // Tell the mesh we have it before doing anything slow, so they do not send it too.
-        if m.data.len() >= self.config.idontwant_message_size_threshold {
-            let mesh = self.mesh_peers(&m.topic);
-            for p in mesh
-                .into_iter()
-                .filter(|p| *p != from && Some(*p) != m.from)
-            {
-                self.control_for(p).idontwant.push(IDontWant {
-                    message_ids: vec![id.clone()],
-                });
-                self.metrics.idontwant_sent += 1;
-            }
-            self.flush_control();
-        }
         if self.config.validate_messages {
+            // Forwarding waits for the application: tell the mesh now that we have it, so
+            // they do not send it too. (Without validation the forward follows at once and
+            // tells them the same thing; `accept` covers the peers it skips.)
+            if m.data.len() >= self.config.idontwant_message_size_threshold {
+                let mesh = self.mesh_peers(&m.topic);
+                for p in mesh
+                    .into_iter()
+                    .filter(|p| *p != from && Some(*p) != m.from)
+                {
+                    self.send_idontwant(p, &id);
+                }
+                self.flush_control();
+            }
             if self.pending.len() >= MAX_PENDING_VALIDATION {
                 self.reject(
                     now,
@@ -1230,6 +1262,7 @@ impl Gossipsub {
         let mesh = self.mesh_peers(&m.topic);
         let publisher = m.from;
         let topic = m.topic.clone();
+        let size = m.data.len();
         let bytes = Rpc {
             publish: vec![m.clone()],
             ..Rpc::default()
@@ -1237,6 +1270,10 @@ impl Gossipsub {
         .encode();
         self.mcache.put(id.clone(), m);
         let (eager, stagger) = (self.config.forward_eager, self.config.forward_stagger);
+        // Peers that will not get the forward now learn by IDONTWANT that we have it (when
+        // validation ran, `on_message` already told the whole mesh).
+        let idontwant =
+            !self.config.validate_messages && size >= self.config.idontwant_message_size_threshold;
         let mut sent = 0usize;
         for p in mesh {
             if p == from || Some(p) == publisher {
@@ -1250,18 +1287,22 @@ impl Gossipsub {
                 self.metrics.idontwant_saved += 1;
                 continue;
             }
-            if self
-                .peers
-                .get(&p)
-                .is_some_and(|s| s.chokes_us.contains(&topic))
-            {
-                // It asked for IHAVE only; the next heartbeat advertises the message.
+            if let Some(s) = self.peers.get(&p).filter(|s| s.chokes_us.contains(&topic)) {
+                // It asked for IHAVE only; the next heartbeat advertises the message. If we
+                // still let it push to us, say we have this one.
+                let pushes_to_us = !s.choked_by_us.contains(&topic);
                 self.metrics.choked_skips += 1;
+                if idontwant && pushes_to_us {
+                    self.send_idontwant(p, &id);
+                }
                 continue;
             }
             if !stagger.is_zero() && sent >= eager {
                 // Staggered: later mesh peers get it a little later, unless they show by
                 // then (IDONTWANT, or a copy from them) that they already have it.
+                if idontwant {
+                    self.send_idontwant(p, &id);
+                }
                 let at = now + stagger * (sent + 1 - eager) as u32;
                 self.deferred_seq += 1;
                 self.deferred.insert(
@@ -1289,6 +1330,14 @@ impl Gossipsub {
         }
     }
 
+    /// Queues an IDONTWANT for `id` to `peer` (sent at the next `flush_control`).
+    fn send_idontwant(&mut self, peer: PeerId, id: &MessageId) {
+        self.control_for(peer).idontwant.push(IDontWant {
+            message_ids: vec![id.clone()],
+        });
+        self.metrics.idontwant_sent += 1;
+    }
+
     /// The application's verdict on a message delivered with `needs_validation`.
     pub fn report_validation(&mut self, now: Instant, id: &MessageId, verdict: Validation) {
         let Some(p) = self.pending.remove(id) else {
@@ -1313,9 +1362,9 @@ impl Gossipsub {
         self.flush_control();
     }
 
-    fn on_control(&mut self, now: Instant, from: PeerId, c: Control) {
-        let gossip_ok = self.score.is_none()
-            || self.peer_score(now, &from) >= self.config.score_thresholds.gossip_threshold;
+    fn on_control(&mut self, now: Instant, from: PeerId, score: f64, c: Control) {
+        let gossip_ok =
+            self.score.is_none() || score >= self.config.score_thresholds.gossip_threshold;
         if gossip_ok {
             self.on_ihave(now, from, c.ihave);
             self.on_iwant(from, c.iwant);
@@ -1373,11 +1422,7 @@ impl Gossipsub {
     /// first, keeping at least `choke_min_unchoked`; unchoke peers if fewer than that remain.
     fn maintain_chokes(&mut self, topic: &Topic) {
         let c = &self.config;
-        let (min_unchoked, ratio, samples) = (
-            c.choke_min_unchoked,
-            c.choke_duplicate_ratio,
-            c.choke_min_samples,
-        );
+        let min_unchoked = c.choke_min_unchoked;
         let mesh = self.mesh_peers(topic);
         let unchoked: Vec<PeerId> = mesh
             .iter()
@@ -1404,9 +1449,8 @@ impl Gossipsub {
                 .iter()
                 .filter_map(|p| {
                     let (first, dup) = self.peers.get(p)?.window.get(topic).copied()?;
-                    let total = first + dup;
-                    (total >= samples && f64::from(dup) >= ratio * f64::from(total))
-                        .then_some((dup * 1000 / total.max(1), *p))
+                    is_redundant((first, dup), &self.config)
+                        .then_some((dup * 1000 / (first + dup).max(1), *p))
                 })
                 .collect();
             redundant.sort_by(|a, b| b.cmp(a));
@@ -1455,15 +1499,6 @@ impl Gossipsub {
         }
         if wanted.is_empty() {
             return;
-        }
-        // A peer we choked had something we lacked: it is useful after all.
-        let choked: Vec<Topic> = self
-            .peers
-            .get(&from)
-            .map(|p| p.choked_by_us.iter().cloned().collect())
-            .unwrap_or_default();
-        for t in choked {
-            self.unchoke_peer(from, &t);
         }
         let deadline = now + self.config.iwant_followup_time;
         let promised = self.promises.entry(from).or_default();
@@ -1983,6 +2018,14 @@ impl Gossipsub {
             self.emit(GossipEvent::ScoreChanged { peer, score, band });
         }
     }
+}
+
+/// Whether a mesh peer's (first deliveries, duplicates) counts make it a choking candidate:
+/// enough samples, and at least `choke_duplicate_ratio` of them duplicates.
+fn is_redundant((first, dup): (u32, u32), config: &GossipsubConfig) -> bool {
+    let total = first.saturating_add(dup);
+    total >= config.choke_min_samples
+        && f64::from(dup) >= config.choke_duplicate_ratio * f64::from(total)
 }
 
 #[cfg(test)]

@@ -474,3 +474,62 @@ fn validation_waits_for_the_application() {
     net.run();
     assert_eq!(net.delivered(2).len(), 1);
 }
+
+#[test]
+fn a_choked_peer_is_unchoked_by_delivering_first_not_by_advertising() {
+    let mut net = Net::new(3, GossipsubConfig::default());
+    net.full_mesh();
+    let t = topic();
+    for i in 0..3 {
+        net.subscribe(i, &t);
+    }
+    net.run();
+    net.heartbeat_all(Duration::from_secs(1));
+    let (a, b, c) = (net.ids[0], net.ids[1], net.ids[2]);
+    assert!(net.nodes[0].mesh_peers(&t).contains(&b));
+    for p in [b, c] {
+        net.nodes[0]
+            .peers
+            .get_mut(&p)
+            .unwrap()
+            .choked_by_us
+            .insert(t.clone());
+    }
+    let id = net.publish(1, &t, b"late").unwrap();
+    // Hold back node 1's copy for node 0.
+    let mut held = Vec::new();
+    while let Some(out) = net.nodes[1].next_outbound(&a) {
+        held.push(out.bytes);
+    }
+    // An advertisement alone is a promise: node 0 asks, but keeps the choke.
+    let now = net.now;
+    net.nodes[0].handle_rpc(
+        now,
+        b,
+        Rpc {
+            control: Control {
+                ihave: vec![IHave {
+                    topic: t.clone(),
+                    message_ids: vec![id.clone()],
+                }],
+                ..Control::default()
+            },
+            ..Rpc::default()
+        },
+    );
+    assert_eq!(net.nodes[0].metrics().iwant_sent, 1);
+    assert_eq!(net.nodes[0].metrics().unchokes_sent, 0);
+    // The copy arrives before any other: the choked peer filled a gap, so it is unchoked.
+    for bytes in held {
+        let rpc = Rpc::decode(&bytes, net.nodes[0].limits()).unwrap();
+        net.nodes[0].handle_rpc(now, b, rpc);
+    }
+    assert_eq!(net.nodes[0].metrics().unchokes_sent, 1);
+    assert!(!net.nodes[0].peers[&b].choked_by_us.contains(&t));
+    // Node 2's copy comes second: a duplicate from a choked peer changes nothing.
+    net.run();
+    assert!(net.nodes[0].metrics().duplicates >= 1);
+    assert_eq!(net.nodes[0].metrics().unchokes_sent, 1);
+    assert!(net.nodes[0].peers[&c].choked_by_us.contains(&t));
+    assert_eq!(net.delivered(0), vec![Bytes::from_static(b"late")]);
+}
