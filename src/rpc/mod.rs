@@ -1,4 +1,19 @@
-//! Request-response RPC and content transfer.
+//! Request-response RPC: typed protocols over the node's connections.
 //!
-//! Not built yet: this module is the home the RPC issue fills. It will own request tracking,
-//! typed protocols and chunked, hash-verified content downloads.
+//! This module owns request tracking (ids, timeouts, cancellation), admission of inbound
+//! requests (registered protocols, size limits per protocol, per-peer rate limits, per-peer
+//! and per-node concurrency limits answered `Busy`), peer reputation counters, and the wire
+//! format of both. [`core::RpcCore`] is the sans-IO state machine; [`Rpc`] is the tokio
+//! driver's handle: `register::<P>(handler)`, `request::<P>(peer, req)`.
+
+pub mod config;
+pub mod core;
+pub mod driver;
+pub mod error;
+pub mod message;
+
+pub use config::{ProtocolLimits, RateLimit, RpcConfig};
+pub use core::{Action, Reputation, RequestId, RpcCore, RpcMetrics};
+pub use driver::{HandlerError, HandlerFuture, Protocol, RawHandler, Rpc};
+pub use error::RpcError;
+pub use message::{ErrorFrame, ErrorKind, Frame, ProtocolName};
