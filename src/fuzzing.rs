@@ -995,3 +995,183 @@ fn gossip_fuzz_rpc(
     }
     rpc
 }
+
+/// The RPC frame decoder: anything that decodes re-encodes to a frame that decodes equal.
+pub fn rpc_frame_decode(data: &[u8]) {
+    use crate::rpc::Frame;
+    const MAX: usize = 1 << 20;
+    if let Ok(frame) = Frame::decode(data, MAX) {
+        assert_eq!(
+            Frame::decode(&frame.encode(), MAX).ok(),
+            Some(frame),
+            "rpc frame round trip"
+        );
+    }
+}
+
+/// The RPC core driven by a byte-coded sequence of events: our requests, cancels, failed
+/// sends, arbitrary and well-formed frames from a small pool of peers, handler answers, time
+/// jumps and disconnects. After every event: each request completes at most once, the core's
+/// counts of outstanding and inbound requests match what its actions said, and the limits
+/// hold.
+pub fn rpc_core(data: &[u8]) {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use crate::identity::Keypair;
+    use crate::rpc::{
+        Action, ErrorFrame, ErrorKind, Frame, ProtocolLimits, ProtocolName, RateLimit, RpcConfig,
+        RpcCore, RpcError,
+    };
+
+    let pool: Vec<PeerId> = (1..=5u8)
+        .map(|i| Keypair::from_secret_bytes([i; 32]).peer_id())
+        .collect();
+    let config = RpcConfig {
+        max_outbound_per_peer: 3,
+        max_outbound_total: 8,
+        max_inbound_per_peer: 2,
+        max_inbound_total: 4,
+        rate_limit: RateLimit {
+            per_second: 5.0,
+            burst: 3.0,
+        },
+        request_timeout: Duration::from_secs(1),
+        handler_timeout: Duration::from_secs(2),
+        ..RpcConfig::default()
+    };
+    let served = ProtocolName::new("/fuzz/a", 1);
+    let other = ProtocolName::new("/fuzz/b", 1);
+    let mut core = RpcCore::new(config.clone());
+    core.register(
+        served.clone(),
+        ProtocolLimits {
+            max_request: 64,
+            max_response: 64,
+        },
+    );
+    let mut now = Instant::now();
+    let mut next_id = 0u64;
+    let mut live: Vec<u64> = Vec::new();
+    let mut inbound: HashSet<(PeerId, u64)> = HashSet::new();
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next();
+    while let Some(op) = next() {
+        let arg = usize::from(next().unwrap_or(0));
+        let peer = pool[arg % pool.len()];
+        let protocol = if arg & 0x80 == 0 {
+            served.clone()
+        } else {
+            other.clone()
+        };
+        match op % 9 {
+            0 => {
+                next_id += 1;
+                let len = usize::from(next().unwrap_or(0));
+                let timeout = (arg & 0x40 != 0).then(|| Duration::from_millis(300));
+                let payload = Bytes::from(vec![0u8; len]);
+                if core
+                    .request(now, next_id, peer, protocol, payload, timeout)
+                    .is_ok()
+                {
+                    live.push(next_id);
+                }
+            }
+            1 => {
+                if !live.is_empty() {
+                    let id = live.remove(arg % live.len());
+                    core.cancel(id);
+                }
+            }
+            2 => {
+                if let Some(&id) = live.get(arg % live.len().max(1)) {
+                    core.send_failed(id, RpcError::ConnectionClosed { peer });
+                }
+            }
+            3 => {
+                let len = usize::from(next().unwrap_or(0)) % 48;
+                let raw: Vec<u8> = (0..len).map(|_| next().unwrap_or(0)).collect();
+                let _ = core.handle(now, peer, &raw);
+            }
+            4 => {
+                let id = u64::from(next().unwrap_or(0) % 8);
+                let len = usize::from(next().unwrap_or(0));
+                let frame = Frame::Request {
+                    id,
+                    protocol,
+                    payload: Bytes::from(vec![1u8; len]),
+                };
+                assert!(core.handle(now, peer, &frame.encode()));
+            }
+            5 => {
+                // A response to one of our ids (or a stray one), from its peer or another.
+                let id = live
+                    .get(arg % live.len().max(1))
+                    .copied()
+                    .unwrap_or(u64::from(next().unwrap_or(0)));
+                let len = usize::from(next().unwrap_or(0));
+                let result = if arg & 0x20 == 0 {
+                    Ok(Bytes::from(vec![2u8; len]))
+                } else {
+                    Err(ErrorFrame {
+                        kind: ErrorKind::Busy,
+                        message: "busy".into(),
+                    })
+                };
+                assert!(core.handle(now, peer, &Frame::Response { id, result }.encode()));
+            }
+            6 => {
+                let mut list: Vec<(PeerId, u64)> = inbound.iter().copied().collect();
+                list.sort();
+                if let Some(&(p, id)) = list.get(arg % list.len().max(1)) {
+                    let len = usize::from(next().unwrap_or(0));
+                    let result = if arg & 0x10 == 0 {
+                        Ok(Bytes::from(vec![3u8; len]))
+                    } else {
+                        Err("failed".into())
+                    };
+                    core.respond(p, id, &served, result);
+                    inbound.remove(&(p, id));
+                }
+            }
+            7 => {
+                now += Duration::from_millis(50 * (arg as u64 % 64));
+                core.handle_timeout(now);
+            }
+            _ => core.on_disconnected(&peer),
+        }
+        while let Some(action) = core.poll_action() {
+            match action {
+                Action::Complete { id, .. } => {
+                    let at = live.iter().position(|x| *x == id);
+                    assert!(
+                        at.is_some(),
+                        "request {id} completed twice or never started"
+                    );
+                    if let Some(at) = at {
+                        live.remove(at);
+                    }
+                }
+                Action::Inbound { peer, id, .. } => {
+                    assert!(inbound.insert((peer, id)), "inbound {id} admitted twice");
+                }
+                Action::AbortInbound { peer, id } => {
+                    inbound.remove(&(peer, id));
+                }
+                Action::Send { bytes, .. } => {
+                    assert!(Frame::decode(&bytes, core.max_frame()).is_ok());
+                }
+            }
+        }
+        assert_eq!(core.outstanding(), live.len());
+        assert_eq!(core.inbound_in_progress(), inbound.len());
+        assert!(live.len() <= config.max_outbound_total);
+        assert!(inbound.len() <= config.max_inbound_total);
+        // Deadlines are set in the future and time moves only with `handle_timeout`.
+        if let Some(t) = core.next_timeout() {
+            assert!(t > now, "a deadline at or before now survived");
+        }
+    }
+}

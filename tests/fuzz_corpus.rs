@@ -23,6 +23,7 @@ use ggen_p2p::kademlia::{
     Key, Message as KadMessage, MessageLimits, PeerRecord as KadPeer, Record as KadRecord,
     Request as KadRequest, Response as KadResponse,
 };
+use ggen_p2p::rpc::{ErrorFrame, ErrorKind, Frame as RpcFrame, ProtocolName};
 use ggen_p2p::transport::mux::{MuxHeader, Reassembler};
 use ggen_p2p::transport::noise::{HandshakePayload, SIGNATURE_DOMAIN};
 use ggen_p2p::wire::{Envelope, FrameCodec, Limits, ProtocolId};
@@ -32,7 +33,7 @@ use ggen_p2p::{Keypair, Multiaddr, PeerId};
 type Entry = fn(&[u8]);
 
 /// Every fuzz target and the entry point it calls.
-const TARGETS: [(&str, Entry); 10] = [
+const TARGETS: [(&str, Entry); 12] = [
     ("frame_decode", fuzzing::frame_decode),
     ("envelope_decode", fuzzing::envelope_decode),
     ("multiaddr_parse", fuzzing::multiaddr_parse),
@@ -46,6 +47,8 @@ const TARGETS: [(&str, Entry); 10] = [
     ("kademlia_core", fuzzing::kademlia_core),
     ("gossip_rpc_decode", fuzzing::gossip_rpc_decode),
     ("gossip_router", fuzzing::gossip_router),
+    ("rpc_frame_decode", fuzzing::rpc_frame_decode),
+    ("rpc_core", fuzzing::rpc_core),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -156,8 +159,11 @@ fn seeds_are_valid_encodings() {
             "gossip_rpc_decode" => {
                 Rpc::decode(data, &RpcLimits::default()).expect(&what);
             }
+            "rpc_frame_decode" => {
+                RpcFrame::decode(data, 1 << 20).expect(&what);
+            }
             // Any byte string is a valid event sequence; the entry point below checks it.
-            "kademlia_core" | "gossip_router" => {}
+            "kademlia_core" | "gossip_router" | "rpc_core" => {}
             other => panic!("seed for unknown target {other}"),
         }
         // And the entry point itself accepts it.
@@ -519,7 +525,72 @@ fn seeds() -> Vec<Seed> {
 
     gossip_rpc_seeds(&mut out);
     gossip_router_seeds(&mut out);
+    rpc_seeds(&mut out);
     out
+}
+
+/// RPC frames of every kind, and event scripts for the RPC core (see `fuzzing::rpc_core` for
+/// the byte code: op, argument, then op-specific bytes).
+fn rpc_seeds(out: &mut Vec<Seed>) {
+    let frames = [
+        (
+            "request",
+            RpcFrame::Request {
+                id: 1,
+                protocol: ProtocolName::new("/ggen/content", 1),
+                payload: bytes::Bytes::from_static(b"range 0..262144"),
+            },
+        ),
+        (
+            "response-ok",
+            RpcFrame::Response {
+                id: 1,
+                result: Ok(bytes::Bytes::from(vec![0xab; 300])),
+            },
+        ),
+        (
+            "response-busy",
+            RpcFrame::Response {
+                id: u64::MAX,
+                result: Err(ErrorFrame {
+                    kind: ErrorKind::Busy,
+                    message: "64 of your requests in progress".into(),
+                }),
+            },
+        ),
+        ("cancel", RpcFrame::Cancel { id: 77 }),
+    ];
+    for (name, f) in frames {
+        out.push(seed("rpc_frame_decode", name, f.encode().to_vec()));
+    }
+    let scripts: [(&str, Vec<u8>); 4] = [
+        // Requests to two peers, one answered, one timing out, one cancelled.
+        (
+            "request-answer-timeout-cancel",
+            vec![0, 0, 10, 0, 1, 5, 0, 0, 8, 0, 2, 7, 30, 1, 0, 0, 3],
+        ),
+        // Inbound requests up to the limits (busy), answered, then rate limited.
+        (
+            "inbound-limits",
+            vec![
+                4, 0, 1, 10, 4, 0, 2, 10, 4, 0, 3, 10, 4, 1, 4, 10, 4, 2, 5, 10, 6, 0, 0, 6, 1, 0,
+                4, 0, 6, 200, 4, 0, 7, 10,
+            ],
+        ),
+        // Unknown protocol, oversize request and garbage from peers.
+        (
+            "refusals-and-garbage",
+            vec![4, 0x80, 1, 1, 4, 0, 2, 200, 3, 1, 5, 1, 2, 3, 4, 5, 3, 2, 0],
+        ),
+        // Handlers past their deadline, then a disconnect with work in both directions.
+        (
+            "handler-timeout-disconnect",
+            vec![4, 0, 1, 1, 0, 0, 5, 7, 50, 4, 0, 2, 1, 0, 0, 5, 8, 0],
+        ),
+    ];
+    for (name, bytes) in scripts {
+        out.push(seed("rpc_core", name, bytes));
+    }
 }
 
 /// A gossip message on `topic`, signed by `key`.

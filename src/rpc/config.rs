@@ -55,11 +55,13 @@ pub struct RpcConfig {
     /// How long a handler may run before its request is answered `Timeout` (default 30 s).
     #[serde(with = "crate::node::duration_secs")]
     pub handler_timeout: Duration,
-    /// Our requests in flight to one peer (default 256); more fail at once, locally.
+    /// Our requests in flight to one peer (default 64, below the default inbound limit so
+    /// that two default nodes never refuse each other `Busy`); more fail at once with the
+    /// transient [`super::RpcError::LocalLimit`].
     pub max_outbound_per_peer: usize,
     /// Our requests in flight in total (default 4 096).
     pub max_outbound_total: usize,
-    /// One peer's requests we handle at once (default 64); more are answered `Busy`.
+    /// One peer's requests we handle at once (default 128); more are answered `Busy`.
     pub max_inbound_per_peer: usize,
     /// Requests we handle at once in total (default 512); more are answered `Busy`.
     pub max_inbound_total: usize,
@@ -75,9 +77,9 @@ impl Default for RpcConfig {
             protocol_name: "/ggen/rpc".into(),
             request_timeout: Duration::from_secs(10),
             handler_timeout: Duration::from_secs(30),
-            max_outbound_per_peer: 256,
+            max_outbound_per_peer: 64,
             max_outbound_total: 4096,
-            max_inbound_per_peer: 64,
+            max_inbound_per_peer: 128,
             max_inbound_total: 512,
             rate_limit: RateLimit::default(),
             default_limits: ProtocolLimits::default(),

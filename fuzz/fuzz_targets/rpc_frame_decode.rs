@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ggen_p2p::fuzzing::rpc_frame_decode(data));
