@@ -665,3 +665,170 @@ impl RpcCore {
 /// Room for a frame's own fields around the payload (id, protocol name, lengths).
 pub const FRAME_OVERHEAD: usize =
     64 + super::message::MAX_PROTOCOL_NAME + super::message::MAX_ERROR_MESSAGE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::rpc::RateLimit;
+
+    fn peer(n: u8) -> PeerId {
+        Keypair::from_secret_bytes([n; 32]).peer_id()
+    }
+
+    fn drain(core: &mut RpcCore) -> Vec<Action> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    fn request(id: u64, protocol: &ProtocolName) -> Vec<u8> {
+        Frame::Request {
+            id,
+            protocol: protocol.clone(),
+            payload: Bytes::from_static(b"x"),
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn refusal(actions: &[Action]) -> Option<ErrorKind> {
+        actions.iter().find_map(|a| match a {
+            Action::Send { bytes, .. } => match Frame::decode(bytes, 1 << 20) {
+                Ok(Frame::Response { result: Err(e), .. }) => Some(e.kind),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_token_bucket_refills_with_time() {
+        let config = RpcConfig {
+            rate_limit: RateLimit {
+                per_second: 2.0,
+                burst: 2.0,
+            },
+            max_inbound_per_peer: 100,
+            ..RpcConfig::default()
+        };
+        let mut core = RpcCore::new(config);
+        let p = ProtocolName::new("/t", 1);
+        core.register(p.clone(), ProtocolLimits::default());
+        let start = Instant::now();
+        let a = peer(1);
+        let admitted = |core: &mut RpcCore, now: Instant, id: u64| {
+            assert!(core.handle(now, a, &request(id, &p)));
+            let actions = drain(core);
+            match refusal(&actions) {
+                Some(ErrorKind::RateLimited) => false,
+                None => true,
+                Some(other) => panic!("{other:?}"),
+            }
+        };
+        assert!(admitted(&mut core, start, 1));
+        assert!(admitted(&mut core, start, 2));
+        assert!(!admitted(&mut core, start, 3));
+        // Half a second later one token is back, not two.
+        let later = start + Duration::from_millis(500);
+        assert!(admitted(&mut core, later, 4));
+        assert!(!admitted(&mut core, later, 5));
+        // Another peer has its own bucket.
+        assert!(core.handle(later, peer(2), &request(1, &ProtocolName::new("/t", 1))));
+        assert_eq!(refusal(&drain(&mut core)), None);
+        assert_eq!(core.metrics().inbound_rate_limited, 2);
+    }
+
+    #[test]
+    fn deadlines_end_requests_and_handlers_in_order() {
+        let config = RpcConfig {
+            request_timeout: Duration::from_secs(10),
+            handler_timeout: Duration::from_secs(5),
+            ..RpcConfig::default()
+        };
+        let mut core = RpcCore::new(config);
+        let p = ProtocolName::new("/t", 1);
+        core.register(p.clone(), ProtocolLimits::default());
+        let start = Instant::now();
+        let b = peer(3);
+        core.request(start, 1, b, p.clone(), Bytes::new(), None)
+            .unwrap();
+        core.request(
+            start,
+            2,
+            b,
+            p.clone(),
+            Bytes::new(),
+            Some(Duration::from_secs(1)),
+        )
+        .unwrap();
+        assert!(core.handle(start, b, &request(9, &p)));
+        drain(&mut core);
+        assert_eq!(core.next_timeout(), Some(start + Duration::from_secs(1)));
+        core.handle_timeout(start + Duration::from_secs(1));
+        let a = drain(&mut core);
+        assert!(a.contains(&Action::Complete {
+            id: 2,
+            result: Err(RpcError::Timeout { peer: b })
+        }));
+        assert_eq!(core.outstanding(), 1);
+        // The handler's deadline: aborted and answered Timeout.
+        core.handle_timeout(start + Duration::from_secs(5));
+        let a = drain(&mut core);
+        assert!(a.contains(&Action::AbortInbound { peer: b, id: 9 }));
+        assert_eq!(refusal(&a), Some(ErrorKind::Timeout));
+        assert_eq!(core.inbound_in_progress(), 0);
+        // A late answer from the handler is ignored.
+        core.respond(b, 9, &p, Ok(Bytes::new()));
+        assert!(drain(&mut core).is_empty());
+        // The disconnect ends the last request; the reputation counts both failures.
+        core.on_disconnected(&b);
+        let a = drain(&mut core);
+        assert_eq!(
+            a,
+            vec![Action::Complete {
+                id: 1,
+                result: Err(RpcError::ConnectionClosed { peer: b })
+            }]
+        );
+        assert_eq!(core.next_timeout(), None);
+        assert_eq!(core.reputation(&b).failures, 2);
+    }
+
+    #[test]
+    fn responses_from_the_wrong_peer_or_too_large_are_not_accepted() {
+        let mut core = RpcCore::new(RpcConfig::default());
+        let p = ProtocolName::new("/t", 1);
+        core.register(
+            p.clone(),
+            ProtocolLimits {
+                max_request: 16,
+                max_response: 16,
+            },
+        );
+        let now = Instant::now();
+        let (a, b) = (peer(4), peer(5));
+        core.request(now, 1, a, p.clone(), Bytes::new(), None)
+            .unwrap();
+        drain(&mut core);
+        let answer = |body: &'static [u8]| {
+            Frame::Response {
+                id: 1,
+                result: Ok(Bytes::from_static(body)),
+            }
+            .encode()
+        };
+        assert!(core.handle(now, b, &answer(b"from b")));
+        assert!(drain(&mut core).is_empty(), "b did not get request 1");
+        assert!(core.handle(now, a, &answer(&[0; 17])));
+        match drain(&mut core).as_slice() {
+            [
+                Action::Complete {
+                    id: 1,
+                    result: Err(RpcError::TooLarge(_)),
+                },
+            ] => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!core.handle(now, a, b"\xff\xff\xff"));
+        assert_eq!(core.metrics().malformed_frames, 1);
+    }
+}
