@@ -1026,9 +1026,13 @@ pub fn rpc_core(data: &[u8]) {
         RpcCore, RpcError,
     };
 
-    let pool: Vec<PeerId> = (1..=5u8)
-        .map(|i| Keypair::from_secret_bytes([i; 32]).peer_id())
-        .collect();
+    // Derived once: key derivation would otherwise dominate each execution.
+    static POOL: std::sync::OnceLock<Vec<PeerId>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        (1..=5u8)
+            .map(|i| Keypair::from_secret_bytes([i; 32]).peer_id())
+            .collect()
+    });
     let config = RpcConfig {
         max_outbound_per_peer: 3,
         max_outbound_total: 8,
@@ -1073,7 +1077,7 @@ pub fn rpc_core(data: &[u8]) {
                 let timeout = (arg & 0x40 != 0).then(|| Duration::from_millis(300));
                 let payload = Bytes::from(vec![0u8; len]);
                 if core
-                    .request(now, next_id, peer, protocol, payload, timeout)
+                    .request(now, next_id, peer, protocol, payload, timeout, None)
                     .is_ok()
                 {
                     live.push(next_id);

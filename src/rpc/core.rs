@@ -165,6 +165,7 @@ pub struct RpcCore {
     deadline_seq: u64,
     peers: HashMap<PeerId, PeerState>,
     inbound_total: usize,
+    frame_limit: usize,
     reputations: HashMap<PeerId, Reputation>,
     actions: std::collections::VecDeque<Action>,
     metrics: RpcMetrics,
@@ -179,6 +180,7 @@ enum Deadline {
 impl RpcCore {
     /// A core with `config` (validated by the caller or the driver).
     pub fn new(config: RpcConfig) -> Self {
+        let d = config.default_limits;
         Self {
             config,
             protocols: HashMap::new(),
@@ -187,6 +189,10 @@ impl RpcCore {
             deadline_seq: 0,
             peers: HashMap::new(),
             inbound_total: 0,
+            frame_limit: d
+                .max_request
+                .max(d.max_response)
+                .saturating_add(FRAME_OVERHEAD),
             reputations: HashMap::new(),
             actions: std::collections::VecDeque::new(),
             metrics: RpcMetrics::default(),
@@ -203,18 +209,16 @@ impl RpcCore {
         &self.metrics
     }
 
-    /// The largest frame this core sends or accepts: the largest request or response of any
-    /// protocol plus room for the frame itself.
+    /// The largest frame this core accepts: the largest request or response of any protocol
+    /// served or called so far, plus room for the frame itself. (Each request and response is
+    /// then checked against its own protocol's limit.)
     pub fn max_frame(&self) -> usize {
-        let largest = self
-            .protocols
-            .values()
-            .map(|l| l.max_request.max(l.max_response))
-            .max()
-            .unwrap_or(0)
-            .max(self.config.default_limits.max_response)
-            .max(self.config.default_limits.max_request);
-        largest.saturating_add(FRAME_OVERHEAD)
+        self.frame_limit
+    }
+
+    fn admit_frame_size(&mut self, limits: ProtocolLimits) {
+        let largest = limits.max_request.max(limits.max_response);
+        self.frame_limit = self.frame_limit.max(largest.saturating_add(FRAME_OVERHEAD));
     }
 
     /// Serves `protocol` from now on, with these size limits. Returns false if it was
@@ -223,6 +227,7 @@ impl RpcCore {
         if self.protocols.contains_key(&protocol) {
             return false;
         }
+        self.admit_frame_size(limits);
         self.protocols.insert(protocol, limits);
         true
     }
@@ -289,8 +294,11 @@ impl RpcCore {
     }
 
     /// Starts request `id` (chosen by the caller, unique among its live requests) to `peer`.
-    /// Fails at once if the request is too large or a concurrency limit is reached; otherwise
-    /// queues its [`Action::Send`] and, later, exactly one [`Action::Complete`] for it.
+    /// `limits` are the protocol's (a typed caller knows them); without them, those of the
+    /// protocol if served here, else the configured defaults. Fails at once if the request
+    /// is too large or a concurrency limit is reached; otherwise queues its
+    /// [`Action::Send`] and, later, exactly one [`Action::Complete`] for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         now: Instant,
@@ -299,8 +307,9 @@ impl RpcCore {
         protocol: ProtocolName,
         payload: Bytes,
         timeout: Option<Duration>,
+        limits: Option<ProtocolLimits>,
     ) -> Result<(), RpcError> {
-        let limits = self.limits(&protocol);
+        let limits = limits.unwrap_or_else(|| self.limits(&protocol));
         if payload.len() > limits.max_request {
             return Err(RpcError::TooLarge(format!(
                 "request of {} bytes, {protocol} allows {}",
@@ -327,6 +336,7 @@ impl RpcCore {
             });
         }
         state.outbound.insert(id);
+        self.admit_frame_size(limits);
         let at = now + timeout.unwrap_or(self.config.request_timeout);
         let deadline = self.add_deadline(at, Deadline::Outbound(id));
         self.outstanding.insert(

@@ -83,6 +83,7 @@ enum Command {
         protocol: ProtocolName,
         payload: Bytes,
         timeout: Option<Duration>,
+        limits: Option<ProtocolLimits>,
         reply: oneshot::Sender<Result<Bytes, RpcError>>,
     },
     Cancel(RequestId),
@@ -242,20 +243,45 @@ impl Rpc {
             .map_err(|e| RpcError::Local(format!("cannot encode the request: {e}")))?;
         let limits = P::limits();
         let bytes = self
-            .request_raw(peer, P::protocol(), payload, timeout)
+            .send_request(peer, P::protocol(), payload, timeout, Some(limits))
             .await?;
         crate::wire::decode_bounded(&bytes, limits.max_response, "rpc response")
             .map_err(|e| RpcError::Malformed(e.to_string()))
     }
 
-    /// Sends raw request bytes under `protocol` (limits: the protocol's if we serve it, else
-    /// the configured defaults).
+    /// Sends raw request bytes under `protocol`; size limits are the protocol's if we serve
+    /// it, else the configured defaults (see [`Rpc::request_raw_with_limits`]).
     pub async fn request_raw(
         &self,
         peer: PeerId,
         protocol: ProtocolName,
         payload: Bytes,
         timeout: Option<Duration>,
+    ) -> Result<Bytes, RpcError> {
+        self.send_request(peer, protocol, payload, timeout, None)
+            .await
+    }
+
+    /// [`Rpc::request_raw`] with the protocol's size limits given by the caller.
+    pub async fn request_raw_with_limits(
+        &self,
+        peer: PeerId,
+        protocol: ProtocolName,
+        payload: Bytes,
+        timeout: Option<Duration>,
+        limits: ProtocolLimits,
+    ) -> Result<Bytes, RpcError> {
+        self.send_request(peer, protocol, payload, timeout, Some(limits))
+            .await
+    }
+
+    async fn send_request(
+        &self,
+        peer: PeerId,
+        protocol: ProtocolName,
+        payload: Bytes,
+        timeout: Option<Duration>,
+        limits: Option<ProtocolLimits>,
     ) -> Result<Bytes, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
@@ -266,6 +292,7 @@ impl Rpc {
                 protocol,
                 payload,
                 timeout,
+                limits,
                 reply,
             })
             .map_err(|_| RpcError::Stopped)?;
@@ -382,15 +409,21 @@ impl Driver {
                 protocol,
                 payload,
                 timeout,
+                limits,
                 reply,
             } => {
                 if reply.is_closed() {
                     return;
                 }
-                match self
-                    .core
-                    .request(Instant::now(), id, peer, protocol, payload, timeout)
-                {
+                match self.core.request(
+                    Instant::now(),
+                    id,
+                    peer,
+                    protocol,
+                    payload,
+                    timeout,
+                    limits,
+                ) {
                     Ok(()) => {
                         self.waiting.insert(id, reply);
                     }
