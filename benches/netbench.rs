@@ -5,7 +5,12 @@
 //! ```text
 //! cargo bench --bench netbench -- kad --nodes 200 --transport tcp|quic|memory [--lookups 200] [--procs 1]
 //!     [--reply-timeout-s 300] [--out FILE]
+//! cargo bench --bench netbench -- gossip --nodes 200 --transport tcp [--messages 100] [--size 1024]
+//! cargo bench --bench netbench -- rpc --transport tcp|quic|memory [--out FILE]
 //! ```
+//!
+//! `rpc` (`netbench/rpc.rs`): echo request rate and latency between two nodes, and a 256 MiB
+//! range-request pull from one and from three providers next to the transport's raw limit.
 //!
 //! `kad`: starts N nodes, bootstraps each through a random earlier node (settle_s), then runs
 //! lookups one after another from random nodes for random live PeerIds (success: the target
@@ -45,6 +50,10 @@ const WORKER_MODE: &str = "kad-worker";
 
 #[path = "netbench/gossip.rs"]
 mod gossip_bench;
+#[path = "shared/raw.rs"]
+mod raw;
+#[path = "netbench/rpc.rs"]
+mod rpc_bench;
 
 struct Args {
     mode: String,
@@ -1042,9 +1051,21 @@ fn main() {
             };
             rt.block_on(gossip_bench::run(&g, listen, peak_rss_mb, cpu_seconds))
         }
+        "rpc" => match listen_addr(&args.transport) {
+            Ok(listen) => rt.block_on(rpc_bench::run(
+                &args.transport,
+                listen,
+                peak_rss_mb,
+                cpu_seconds,
+            )),
+            Err(e) => {
+                eprintln!("netbench: {e}");
+                std::process::exit(2);
+            }
+        },
         WORKER_MODE => worker(&rt),
         other => {
-            eprintln!("netbench: unknown benchmark {other} (available: kad, gossip)");
+            eprintln!("netbench: unknown benchmark {other} (available: kad, gossip, rpc)");
             std::process::exit(2);
         }
     };

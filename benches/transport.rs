@@ -6,14 +6,12 @@
 //! Environment: `GGEN_BENCH_JSON_ONLY=1` skips the criterion groups; `GGEN_BENCH_MSG_BYTES`
 //! changes the message size of the throughput runs (default 1 MiB). See `benches/README.md`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput};
-use ggen_p2p::bench_support;
 use ggen_p2p::transport::noise::{self, NoiseIdentity, Role};
 use ggen_p2p::transport::{
     ConnectionHandle, ConnectionInfo, InboundSink, Listener, Transport, TransportConfig,
@@ -21,8 +19,6 @@ use ggen_p2p::transport::{
 use ggen_p2p::wire::Limits;
 use ggen_p2p::{Keypair, Multiaddr, PeerId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::{Notify, mpsc};
 
@@ -39,6 +35,10 @@ const REPS: usize = 5;
 
 const TCP_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 const QUIC_LISTEN: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+
+#[path = "shared/raw.rs"]
+mod raw;
+use raw::{RawTcp, raw_quinn, raw_quinn_transfer, raw_tcp};
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -224,28 +224,6 @@ async fn stack_transfer(p: &StackPair, payload: &Bytes, volume: usize) -> Durati
     start.elapsed()
 }
 
-/// A plain loopback TCP connection (Nagle off, like ours).
-struct RawTcp {
-    w: Option<OwnedWriteHalf>,
-    r: Option<OwnedReadHalf>,
-}
-
-async fn raw_tcp() -> RawTcp {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr");
-    let (c, s) = tokio::join!(TcpStream::connect(a), l.accept());
-    let (c, (s, _)) = (c.expect("connect"), s.expect("accept"));
-    c.set_nodelay(true).expect("nodelay");
-    s.set_nodelay(true).expect("nodelay");
-    // Only client → server is used; dropping the other halves leaves that direction open.
-    let (_cr, w) = c.into_split();
-    let (r, _sw) = s.into_split();
-    RawTcp {
-        w: Some(w),
-        r: Some(r),
-    }
-}
-
 /// Writer task `write_all`s, reader task `read_exact`s `volume` bytes in `msg`-byte pieces.
 async fn raw_tcp_transfer(raw: &mut RawTcp, msg: usize, volume: usize) -> Duration {
     let n = (volume / msg).max(1);
@@ -283,37 +261,10 @@ struct SnowPair {
 }
 
 fn snow_pair() -> SnowPair {
-    let params: snow::params::NoiseParams = noise::NOISE_PARAMS.parse().expect("params");
-    let ka = snow::Builder::new(params.clone())
-        .generate_keypair()
-        .expect("kp");
-    let kb = snow::Builder::new(params.clone())
-        .generate_keypair()
-        .expect("kp");
-    let mut i = snow::Builder::new(params.clone())
-        .prologue(noise::PROLOGUE)
-        .expect("prologue")
-        .local_private_key(&ka.private)
-        .expect("key")
-        .build_initiator()
-        .expect("initiator");
-    let mut r = snow::Builder::new(params)
-        .prologue(noise::PROLOGUE)
-        .expect("prologue")
-        .local_private_key(&kb.private)
-        .expect("key")
-        .build_responder()
-        .expect("responder");
-    let (mut m, mut p) = ([0u8; 1024], [0u8; 1024]);
-    let n = i.write_message(&[], &mut m).expect("m1");
-    r.read_message(&m[..n], &mut p).expect("m1");
-    let n = r.write_message(&[], &mut m).expect("m2");
-    i.read_message(&m[..n], &mut p).expect("m2");
-    let n = i.write_message(&[], &mut m).expect("m3");
-    r.read_message(&m[..n], &mut p).expect("m3");
+    let (a, b) = raw::snow_transport_pair();
     SnowPair {
-        a: i.into_stateless_transport_mode().expect("transport mode"),
-        b: r.into_stateless_transport_mode().expect("transport mode"),
+        a,
+        b,
         nonce: 0,
         plain: vec![0xa5; NOISE_FRAME],
         cipher: vec![0; noise::MAX_NOISE_MESSAGE],
@@ -346,65 +297,6 @@ impl SnowPair {
         }
         start.elapsed()
     }
-}
-
-/// A raw quinn connection built with our TLS configuration.
-struct RawQuinn {
-    client: quinn::Connection,
-    server: quinn::Connection,
-    _eps: (quinn::Endpoint, quinn::Endpoint),
-}
-
-async fn raw_quinn() -> RawQuinn {
-    let cfg = TransportConfig::default();
-    let (ka, kb) = (Keypair::generate(), Keypair::generate());
-    let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let ea = bench_support::quic_endpoint(local, &ka, &cfg).expect("endpoint");
-    let eb = bench_support::quic_endpoint(local, &kb, &cfg).expect("endpoint");
-    let target = eb.local_addr().expect("addr");
-    let eb2 = eb.clone();
-    let pb = kb.peer_id();
-    let server = tokio::spawn(async move {
-        let inc = eb2.accept().await.expect("incoming");
-        bench_support::quic_accept(inc, pb).await.expect("accept")
-    });
-    let client = bench_support::quic_dial(&ea, target, &ka, Some(pb), &cfg)
-        .await
-        .expect("dial");
-    let server = server.await.expect("server task");
-    RawQuinn {
-        client,
-        server,
-        _eps: (ea, eb),
-    }
-}
-
-/// One uni stream: `write_chunk` of `volume` bytes in `payload`-sized chunks; the reader reads
-/// into a buffer until it has them all.
-async fn raw_quinn_transfer(q: &RawQuinn, payload: &Bytes, volume: usize) -> Duration {
-    let n = (volume / payload.len()).max(1);
-    let total = n * payload.len();
-    let server = q.server.clone();
-    let start = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut recv = server.accept_uni().await.expect("accept_uni");
-        let mut buf = vec![0u8; MIB];
-        let mut got = 0;
-        while got < total {
-            match recv.read(&mut buf).await.expect("read") {
-                Some(k) => got += k,
-                None => break,
-            }
-        }
-        assert_eq!(got, total);
-    });
-    let mut send = q.client.open_uni().await.expect("open_uni");
-    for _ in 0..n {
-        send.write_chunk(payload.clone()).await.expect("write");
-    }
-    let _ = send.finish();
-    reader.await.expect("reader");
-    start.elapsed()
 }
 
 /// A dialing transport and a listener whose accept loop completes every handshake and reports
