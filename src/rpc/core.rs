@@ -759,7 +759,7 @@ mod tests {
         core.register(p.clone(), ProtocolLimits::default());
         let start = Instant::now();
         let b = peer(3);
-        core.request(start, 1, b, p.clone(), Bytes::new(), None)
+        core.request(start, 1, b, p.clone(), Bytes::new(), None, None)
             .unwrap();
         core.request(
             start,
@@ -768,6 +768,7 @@ mod tests {
             p.clone(),
             Bytes::new(),
             Some(Duration::from_secs(1)),
+            None,
         )
         .unwrap();
         assert!(core.handle(start, b, &request(9, &p)));
@@ -816,7 +817,7 @@ mod tests {
         );
         let now = Instant::now();
         let (a, b) = (peer(4), peer(5));
-        core.request(now, 1, a, p.clone(), Bytes::new(), None)
+        core.request(now, 1, a, p.clone(), Bytes::new(), None, None)
             .unwrap();
         drain(&mut core);
         let answer = |body: &'static [u8]| {
