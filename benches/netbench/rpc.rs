@@ -7,11 +7,11 @@
 //!   [`IN_FLIGHT`] requests kept in flight to one provider for [`REQUEST_PHASE`] or
 //!   [`MAX_REQUESTS`] requests, whichever ends first. Each request is timed from the call to
 //!   its answer; the process's CPU time is read around the phase.
-//! - Bulk transfer ([`transfer`]): a [`BLOB`]-byte blob pulled as [`CHUNK`]-byte range
-//!   requests over a typed protocol, from one provider and then from three at once, next to
-//!   the raw limit of the transport measured in the same run ([`raw_limit`]). This is the
-//!   RPC layer's own bulk rate; the content service (`ContentService::fetch_content`) will
-//!   replace or join it inside [`transfer`].
+//! - Bulk transfer ([`transfer`]): a [`BLOB`]-byte blob fetched through the content service
+//!   (`ContentService::fetch_content`: verified chunks, whole-blob hash) from one provider and
+//!   then from three at once, next to the raw limit of the transport measured in the same run
+//!   ([`raw_limit`]); also pulled as plain [`CHUNK`]-byte range requests over a typed
+//!   protocol, the RPC layer's own bulk rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ggen_p2p::node::{Node, NodeConfig, NodeHandle};
-use ggen_p2p::rpc::{Protocol, ProtocolLimits, RateLimit, Rpc, RpcConfig, RpcError};
+use ggen_p2p::rpc::{
+    ContentConfig, ContentHash, ContentService, ContentSource, Protocol, ProtocolLimits, RateLimit,
+    Rpc, RpcConfig, RpcError,
+};
 use ggen_p2p::transport::noise;
 use ggen_p2p::{Keypair, Multiaddr, PeerId};
 use rand::Rng;
@@ -179,7 +182,8 @@ pub async fn run(
             "\"requests\":{{\"count\":{},\"errors\":{},\"in_flight\":{},\"size\":{},\"per_s\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}},",
             "\"cpu_us_per_request\":{},",
             "\"transfer\":{{\"bytes\":{},\"chunk\":{},\"window\":{},\"providers\":{},",
-            "\"single_mb_s\":{},\"multi_mb_s\":{},\"raw_mb_s\":{},\"ratio_to_raw\":{}}},",
+            "\"single_mb_s\":{},\"multi_mb_s\":{},\"raw_mb_s\":{},\"ratio_to_raw\":{},",
+            "\"rpc_single_mb_s\":{},\"rpc_multi_mb_s\":{}}},",
             "\"peak_rss_mb\":{:.1}}}"
         ),
         transport,
@@ -199,6 +203,8 @@ pub async fn run(
         json_num(t.multi_mb_s, 1),
         json_num(raw_mb_s, 1),
         json_num(t.single_mb_s.zip(raw_mb_s).map(|(s, r)| s / r), 3),
+        json_num(t.rpc_single_mb_s, 1),
+        json_num(t.rpc_multi_mb_s, 1),
         peak_rss_mb().unwrap_or(f64::NAN),
     );
     futures_util::future::join_all(nodes.iter().map(|(n, _)| n.shutdown())).await;
@@ -274,15 +280,23 @@ async fn small_requests(client: &Rpc, server: PeerId, max: usize, limit: Duratio
 }
 
 /// Transfer rates in MB/s (`None`: the pull failed).
+/// Transfer rates in MB/s (`None` when a repetition failed).
+#[derive(Default)]
 struct TransferRates {
+    /// `ContentService::fetch_content` from one provider.
     single_mb_s: Option<f64>,
+    /// The same from every provider at once.
     multi_mb_s: Option<f64>,
+    /// Plain typed range requests from one provider (the RPC layer's own bulk rate).
+    rpc_single_mb_s: Option<f64>,
+    /// The same from every provider, chunks assigned round-robin.
+    rpc_multi_mb_s: Option<f64>,
 }
 
-/// The bulk transfer: `providers` serve one [`BLOB`]-byte blob, `puller` fetches all of it
-/// from `providers[0]` alone, then from every provider at once (chunks assigned round-robin),
-/// and checks the bytes. Today this is the RPC baseline (range requests over [`BlobRange`]);
-/// once the content service exists this is where `serve_content`/`fetch_content` go.
+/// The bulk transfer: `providers` serve one [`BLOB`]-byte blob; `puller` fetches all of it
+/// from `providers[0]` alone, then from every provider at once, first as plain range requests
+/// over [`BlobRange`] (the RPC layer's bulk rate), then through the content service
+/// ([`content_transfer`]), and checks the bytes each time.
 async fn transfer(puller: &Rpc, providers: &[Rpc]) -> TransferRates {
     let mut blob = vec![0u8; BLOB];
     rand::rng().fill(&mut blob[..]);
@@ -305,43 +319,13 @@ async fn transfer(puller: &Rpc, providers: &[Rpc]) -> TransferRates {
     }
     let peers: Vec<PeerId> = providers.iter().map(|p| p.node().local_peer_id()).collect();
 
-    // The caller's side judges a response against the protocol limits it knows: those of a
-    // protocol it serves, else `RpcConfig::default_limits` — not `P::limits()`. A puller that
-    // does not serve `BlobRange` refuses a full chunk; report it, then serve the protocol on
-    // the puller too so that its limits apply.
-    match puller
-        .request::<BlobRange>(
-            peers[0],
-            RangeRequest {
-                offset: 0,
-                len: CHUNK as u32,
-            },
-        )
-        .await
-    {
-        Ok(b) if b.len() == CHUNK => {}
-        Ok(b) => eprintln!("netbench rpc: probe chunk answered {} bytes", b.len()),
-        Err(e) => eprintln!(
-            "netbench rpc: a full chunk fails while the puller does not serve the protocol: {e}"
-        ),
-    }
-    puller
-        .register::<BlobRange, _, _>(|_, _: RangeRequest| async {
-            Err::<Bytes, _>("this node only pulls".to_string())
-        })
-        .await
-        .expect("register range on the puller");
-
     // Warm-up: 16 MiB from each provider.
     for p in &peers {
         if let Err(e) = pull(puller, &[*p], 16 * MIB, None).await {
             eprintln!("netbench rpc: warm-up pull failed: {e}");
         }
     }
-    let mut rates = TransferRates {
-        single_mb_s: None,
-        multi_mb_s: None,
-    };
+    let mut rates = TransferRates::default();
     for (label, from) in [("single", &peers[..1]), ("multi", &peers[..])] {
         let mut reps = Vec::new();
         for _ in 0..REPS {
@@ -362,11 +346,68 @@ async fn transfer(puller: &Rpc, providers: &[Rpc]) -> TransferRates {
         }
         let m = (reps.len() == REPS).then(|| median(reps));
         match label {
+            "single" => rates.rpc_single_mb_s = m,
+            _ => rates.rpc_multi_mb_s = m,
+        }
+    }
+    content_transfer(puller, providers, &blob, &mut rates).await;
+    rates
+}
+
+/// The content service proper: every provider serves the blob by its SHA-256, the puller
+/// fetches it with `fetch_content` (manifest, per-chunk and whole-blob verification, chunks
+/// shared among providers), from one provider and then from all, [`REPS`] times each.
+async fn content_transfer(
+    puller: &Rpc,
+    providers: &[Rpc],
+    blob: &Bytes,
+    rates: &mut TransferRates,
+) {
+    let hash = ContentHash::of(blob);
+    let mut services = Vec::new();
+    for p in providers {
+        let svc = ContentService::spawn(p, ContentConfig::default())
+            .await
+            .expect("content service");
+        svc.serve_content(hash, ContentSource::Bytes(blob.clone()))
+            .await
+            .expect("serve");
+        services.push(svc);
+    }
+    let fetcher = ContentService::spawn(puller, ContentConfig::default())
+        .await
+        .expect("content service");
+    let peers: Vec<PeerId> = providers.iter().map(|p| p.node().local_peer_id()).collect();
+    for (label, from) in [("single", &peers[..1]), ("multi", &peers[..])] {
+        let mut reps = Vec::new();
+        for _ in 0..REPS {
+            let start = Instant::now();
+            match fetcher.fetch_content(hash, from, None).await {
+                Ok(got) if got == *blob => {
+                    let d = start.elapsed();
+                    let r = blob.len() as f64 / 1e6 / d.as_secs_f64();
+                    eprintln!(
+                        "netbench rpc: content {label} fetch from {} provider(s): {:.2} s, {r:.1} MB/s",
+                        from.len(),
+                        d.as_secs_f64()
+                    );
+                    reps.push(r);
+                }
+                Ok(_) => eprintln!("netbench rpc: content fetch returned other bytes"),
+                Err(e) => eprintln!("netbench rpc: content {label} fetch failed: {e}"),
+            }
+        }
+        let m = (reps.len() == REPS).then(|| median(reps));
+        match label {
             "single" => rates.single_mb_s = m,
             _ => rates.multi_mb_s = m,
         }
     }
-    rates
+    let m = fetcher.metrics();
+    eprintln!(
+        "netbench rpc: content: {} ranges requested, {} bad chunks, {} providers dropped",
+        m.ranges_requested, m.bad_chunks, m.providers_dropped
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
