@@ -1000,9 +1000,14 @@ fn gossip_fuzz_rpc(
 pub fn rpc_frame_decode(data: &[u8]) {
     use crate::rpc::Frame;
     const MAX: usize = 1 << 20;
-    if let Ok(frame) = Frame::decode(data, MAX) {
+    let copied = Frame::decode(data, MAX);
+    let shared = Frame::decode_bytes(&bytes::Bytes::copy_from_slice(data), MAX);
+    assert_eq!(copied.as_ref().ok(), shared.as_ref().ok(), "both decoders agree");
+    if let Ok(frame) = copied {
+        let encoded = frame.encode();
+        assert_eq!(frame.encode_parts().to_vec(), encoded.to_vec(), "parts match");
         assert_eq!(
-            Frame::decode(&frame.encode(), MAX).ok(),
+            Frame::decode(&encoded, MAX).ok(),
             Some(frame),
             "rpc frame round trip"
         );
@@ -1164,8 +1169,14 @@ pub fn rpc_core(data: &[u8]) {
                 Action::AbortInbound { peer, id } => {
                     inbound.remove(&(peer, id));
                 }
-                Action::Send { bytes, .. } => {
-                    assert!(Frame::decode(&bytes, core.max_frame()).is_ok());
+                Action::Send { frame, .. } => {
+                    let whole = frame.to_vec();
+                    let decoded = Frame::decode(&whole, core.max_frame());
+                    assert!(decoded.is_ok());
+                    assert_eq!(
+                        decoded.ok(),
+                        Frame::decode_bytes(&Bytes::from(whole), core.max_frame()).ok()
+                    );
                 }
             }
         }

@@ -163,6 +163,18 @@ impl NodeHandle {
         protocol: &ProtocolId,
         payload: Bytes,
     ) -> Result<(), NodeError> {
+        self.send_parts(peer, protocol, &[], payload).await
+    }
+
+    /// [`NodeHandle::send`] of the message `head ‖ body`, where `head` is small (it is
+    /// copied once, after the envelope header) and `body` is passed on without a copy.
+    pub async fn send_parts(
+        &self,
+        peer: PeerId,
+        protocol: &ProtocolId,
+        head: &[u8],
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
         let pc = match self.shared.connection(&peer) {
             Some(pc) => pc,
             None => {
@@ -172,8 +184,8 @@ impl NodeHandle {
                     .ok_or(NodeError::NotConnected(peer))?
             }
         };
-        let len = payload.len() as u64;
-        let header = Envelope::encode_header(protocol);
+        let len = (head.len() + payload.len()) as u64;
+        let header = header_with(protocol, head);
         let pc = match pc.handle.send(header.clone(), payload.clone()).await {
             Ok(()) => pc,
             // The connection was retired (a duplicate lost) or closed between lookup and
@@ -213,12 +225,24 @@ impl NodeHandle {
         protocol: &ProtocolId,
         payload: Bytes,
     ) -> Result<(), NodeError> {
+        self.try_send_parts(peer, protocol, &[], payload)
+    }
+
+    /// [`NodeHandle::try_send`] of the message `head ‖ body` (see
+    /// [`NodeHandle::send_parts`]).
+    pub fn try_send_parts(
+        &self,
+        peer: PeerId,
+        protocol: &ProtocolId,
+        head: &[u8],
+        payload: Bytes,
+    ) -> Result<(), NodeError> {
         let pc = self
             .shared
             .connection(&peer)
             .ok_or(NodeError::NotConnected(peer))?;
-        let len = payload.len() as u64;
-        let header = Envelope::encode_header(protocol);
+        let len = (head.len() + payload.len()) as u64;
+        let header = header_with(protocol, head);
         let pc = match pc.handle.try_send(header.clone(), payload.clone()) {
             Ok(()) => pc,
             Err(SendError::Closed) => {
@@ -328,4 +352,16 @@ impl NodeHandle {
             let _ = rx.await;
         }
     }
+}
+
+/// The envelope header for `protocol`, followed by `head`.
+fn header_with(protocol: &ProtocolId, head: &[u8]) -> Bytes {
+    let header = Envelope::encode_header(protocol);
+    if head.is_empty() {
+        return header;
+    }
+    let mut out = Vec::with_capacity(header.len() + head.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(head);
+    Bytes::from(out)
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::config::{ProtocolLimits, RpcConfig};
 use super::error::RpcError;
-use super::message::{ErrorFrame, ErrorKind, Frame, ProtocolName, clip_message};
+use super::message::{EncodedFrame, ErrorFrame, ErrorKind, Frame, ProtocolName, clip_message};
 use crate::identity::PeerId;
 
 /// Peers whose reputation is remembered (the least active are forgotten first).
@@ -27,8 +27,8 @@ pub enum Action {
     Send {
         /// The peer.
         peer: PeerId,
-        /// An encoded [`Frame`].
-        bytes: Bytes,
+        /// An encoded [`Frame`], its payload shared rather than copied.
+        frame: EncodedFrame,
         /// Our request this carries, if it is one.
         request: Option<RequestId>,
     },
@@ -348,15 +348,15 @@ impl RpcCore {
             },
         );
         self.metrics.requests_sent += 1;
-        let bytes = Frame::Request {
+        let frame = Frame::Request {
             id,
             protocol,
             payload,
         }
-        .encode();
+        .encode_parts();
         self.actions.push_back(Action::Send {
             peer,
-            bytes,
+            frame,
             request: Some(id),
         });
         Ok(())
@@ -370,7 +370,7 @@ impl RpcCore {
         self.forget_outbound(o.peer, id, o.deadline);
         self.actions.push_back(Action::Send {
             peer: o.peer,
-            bytes: Frame::Cancel { id }.encode(),
+            frame: Frame::Cancel { id }.encode_parts(),
             request: None,
         });
     }
@@ -413,7 +413,23 @@ impl RpcCore {
     /// Bytes received from `peer` on the RPC protocol. Returns false if they did not decode:
     /// the driver should then disconnect the peer.
     pub fn handle(&mut self, now: Instant, from: PeerId, bytes: &[u8]) -> bool {
-        let frame = match Frame::decode(bytes, self.max_frame()) {
+        let frame = Frame::decode(bytes, self.max_frame());
+        self.on_frame(now, from, frame)
+    }
+
+    /// [`RpcCore::handle`] for a received buffer: payloads are slices of it, not copies.
+    pub fn handle_bytes(&mut self, now: Instant, from: PeerId, bytes: &Bytes) -> bool {
+        let frame = Frame::decode_bytes(bytes, self.max_frame());
+        self.on_frame(now, from, frame)
+    }
+
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        frame: Result<Frame, crate::wire::WireError>,
+    ) -> bool {
+        let frame = match frame {
             Ok(f) => f,
             Err(_) => {
                 self.metrics.malformed_frames += 1;
@@ -438,17 +454,17 @@ impl RpcCore {
     }
 
     fn refuse(&mut self, peer: PeerId, id: u64, kind: ErrorKind, message: String) {
-        let bytes = Frame::Response {
+        let frame = Frame::Response {
             id,
             result: Err(ErrorFrame {
                 kind,
                 message: clip_message(message),
             }),
         }
-        .encode();
+        .encode_parts();
         self.actions.push_back(Action::Send {
             peer,
-            bytes,
+            frame,
             request: None,
         });
     }
@@ -592,7 +608,7 @@ impl RpcCore {
         };
         self.actions.push_back(Action::Send {
             peer,
-            bytes: Frame::Response { id, result }.encode(),
+            frame: Frame::Response { id, result }.encode_parts(),
             request: None,
         });
     }
@@ -642,7 +658,7 @@ impl RpcCore {
                         // Tell the peer to stop working on it.
                         self.actions.push_back(Action::Send {
                             peer,
-                            bytes: Frame::Cancel { id }.encode(),
+                            frame: Frame::Cancel { id }.encode_parts(),
                             request: None,
                         });
                     }
@@ -702,7 +718,7 @@ mod tests {
 
     fn refusal(actions: &[Action]) -> Option<ErrorKind> {
         actions.iter().find_map(|a| match a {
-            Action::Send { bytes, .. } => match Frame::decode(bytes, 1 << 20) {
+            Action::Send { frame, .. } => match Frame::decode(&frame.to_vec(), 1 << 20) {
                 Ok(Frame::Response { result: Err(e), .. }) => Some(e.kind),
                 _ => None,
             },

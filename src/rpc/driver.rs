@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 use super::config::{ProtocolLimits, RpcConfig};
 use super::core::{Action, Reputation, RequestId, RpcCore, RpcMetrics};
 use super::error::RpcError;
-use super::message::ProtocolName;
+use super::message::{EncodedFrame, ProtocolName};
 use crate::identity::PeerId;
 use crate::node::{InboundMessage, NodeError, NodeEvent, NodeHandle};
 use crate::transport::SendError;
@@ -384,7 +384,7 @@ impl Driver {
     }
 
     fn inbound(&mut self, m: InboundMessage) {
-        if !self.core.handle(Instant::now(), m.peer, &m.payload) {
+        if !self.core.handle_bytes(Instant::now(), m.peer, &m.payload) {
             tracing::debug!(peer = %m.peer, "undecodable rpc frame, disconnecting");
             self.node.disconnect(m.peer);
         }
@@ -465,9 +465,9 @@ impl Driver {
             match a {
                 Action::Send {
                     peer,
-                    bytes,
+                    frame,
                     request,
-                } => self.send(peer, bytes, request),
+                } => self.send(peer, frame, request),
                 Action::Inbound {
                     peer,
                     id,
@@ -511,8 +511,11 @@ impl Driver {
 
     /// Sends at once if the connection has room; otherwise (not connected: dial a known
     /// address; queue full: wait for room) in a task that reports a failure back.
-    fn send(&mut self, peer: PeerId, bytes: Bytes, request: Option<RequestId>) {
-        match self.node.try_send(peer, &self.protocol, bytes.clone()) {
+    fn send(&mut self, peer: PeerId, frame: EncodedFrame, request: Option<RequestId>) {
+        match self
+            .node
+            .try_send_parts(peer, &self.protocol, &frame.head, frame.body.clone())
+        {
             Ok(()) => {}
             Err(NodeError::NotConnected(_))
             | Err(NodeError::Send {
@@ -522,7 +525,10 @@ impl Driver {
                 let (node, protocol, cmd) =
                     (self.node.clone(), self.protocol.clone(), self.cmd.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = node.send(peer, &protocol, bytes).await {
+                    let sent = node
+                        .send_parts(peer, &protocol, &frame.head, frame.body)
+                        .await;
+                    if let Err(e) = sent {
                         if let Some(id) = request {
                             let _ = cmd.send(Command::SendFailed(id, send_error(peer, e)));
                         }

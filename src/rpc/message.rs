@@ -99,6 +99,53 @@ pub enum Frame {
     },
 }
 
+/// The same frame with its payload borrowed from the received bytes (decoded without
+/// copying the payload; see [`Frame::decode_bytes`]).
+#[derive(Deserialize)]
+enum FrameRef<'a> {
+    Request {
+        id: u64,
+        protocol: ProtocolName,
+        #[serde(borrow)]
+        payload: &'a [u8],
+    },
+    Response {
+        id: u64,
+        #[serde(borrow)]
+        result: Result<&'a [u8], ErrorFrame>,
+    },
+    Cancel {
+        id: u64,
+    },
+}
+
+/// An encoded frame in two parts, `head ‖ body`: the body is the payload itself, shared rather
+/// than copied, so a large response costs no copy before the transport's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedFrame {
+    /// Everything before the payload (tag, id, protocol, length prefix).
+    pub head: Bytes,
+    /// The payload (empty for frames without one).
+    pub body: Bytes,
+}
+
+impl EncodedFrame {
+    /// Both parts in one buffer (a copy; for tests and tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.body[..]].concat()
+    }
+
+    /// Total length.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether both parts are empty (never true for a real frame).
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.body.is_empty()
+    }
+}
+
 impl Frame {
     /// The encoding.
     pub fn encode(&self) -> Bytes {
@@ -106,9 +153,96 @@ impl Frame {
         Bytes::from(postcard::to_stdvec(self).unwrap_or_default())
     }
 
+    /// The encoding as `head ‖ body`, where `body` shares the payload's buffer. The payload
+    /// is the frame's last field and postcard writes bytes as a varint length then the bytes,
+    /// so the head is the frame encoded with an empty payload, minus that empty length,
+    /// plus the real length.
+    pub fn encode_parts(&self) -> EncodedFrame {
+        let (empty, body) = match self {
+            Frame::Request {
+                id,
+                protocol,
+                payload,
+            } => (
+                Frame::Request {
+                    id: *id,
+                    protocol: protocol.clone(),
+                    payload: Bytes::new(),
+                },
+                payload.clone(),
+            ),
+            Frame::Response {
+                id,
+                result: Ok(payload),
+            } => (
+                Frame::Response {
+                    id: *id,
+                    result: Ok(Bytes::new()),
+                },
+                payload.clone(),
+            ),
+            other => {
+                return EncodedFrame {
+                    head: other.encode(),
+                    body: Bytes::new(),
+                };
+            }
+        };
+        let mut head = postcard::to_stdvec(&empty).unwrap_or_default();
+        // The empty payload's length, a single 0 byte, ends the encoding.
+        head.pop();
+        let mut len = body.len() as u64;
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                head.push(byte);
+                break;
+            }
+            head.push(byte | 0x80);
+        }
+        EncodedFrame {
+            head: Bytes::from(head),
+            body,
+        }
+    }
+
+    /// Like [`Frame::decode`], but the payload is a slice of `bytes` rather than a copy.
+    pub fn decode_bytes(bytes: &Bytes, max: usize) -> Result<Self, WireError> {
+        if bytes.len() > max {
+            return Err(WireError::FrameTooLarge {
+                len: bytes.len() as u64,
+                max: max as u64,
+            });
+        }
+        let frame: FrameRef<'_> = postcard::from_bytes(bytes)
+            .map_err(|_| WireError::malformed("rpc frame", "not a valid encoding"))?;
+        let frame = match frame {
+            FrameRef::Request {
+                id,
+                protocol,
+                payload,
+            } => Frame::Request {
+                id,
+                protocol,
+                payload: bytes.slice_ref(payload),
+            },
+            FrameRef::Response { id, result } => Frame::Response {
+                id,
+                result: result.map(|p| bytes.slice_ref(p)),
+            },
+            FrameRef::Cancel { id } => Frame::Cancel { id },
+        };
+        Self::check(frame)
+    }
+
     /// Decodes one frame of at most `max` bytes; never panics, never allocates past `max`.
     pub fn decode(bytes: &[u8], max: usize) -> Result<Self, WireError> {
         let frame: Frame = crate::wire::decode_bounded(bytes, max, "rpc frame")?;
+        Self::check(frame)
+    }
+
+    fn check(frame: Frame) -> Result<Self, WireError> {
         match &frame {
             Frame::Request { protocol, .. } if protocol.name.len() > MAX_PROTOCOL_NAME => {
                 Err(WireError::malformed("rpc frame", "protocol name too long"))
@@ -161,7 +295,29 @@ mod tests {
         for f in frames {
             let bytes = f.encode();
             assert_eq!(Frame::decode(&bytes, 1024).unwrap(), f);
+            assert_eq!(Frame::decode_bytes(&bytes, 1024).unwrap(), f);
             assert!(Frame::decode(&bytes, bytes.len() - 1).is_err());
+            assert!(Frame::decode_bytes(&bytes, bytes.len() - 1).is_err());
+            assert_eq!(f.encode_parts().to_vec(), bytes.to_vec());
+        }
+        // Length prefixes of every width.
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 20] {
+            let f = Frame::Response {
+                id: 300,
+                result: Ok(Bytes::from(vec![9u8; len])),
+            };
+            let parts = f.encode_parts();
+            assert_eq!(parts.to_vec(), f.encode().to_vec(), "len {len}");
+            assert_eq!(parts.body.len(), len);
+            let whole = Bytes::from(parts.to_vec());
+            let back = Frame::decode_bytes(&whole, 2 << 20).unwrap();
+            assert_eq!(back, f);
+            // The payload is a view of the received buffer, not a copy.
+            if let Frame::Response { result: Ok(p), .. } = back {
+                if len > 0 {
+                    assert_eq!(p.as_ptr(), whole[whole.len() - len..].as_ptr());
+                }
+            }
         }
         let long = Frame::Request {
             id: 1,

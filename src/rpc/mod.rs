@@ -22,4 +22,4 @@ pub use content::{
 pub use core::{Action, Reputation, RequestId, RpcCore, RpcMetrics};
 pub use driver::{HandlerError, HandlerFuture, Protocol, RawHandler, Rpc};
 pub use error::RpcError;
-pub use message::{ErrorFrame, ErrorKind, Frame, ProtocolName};
+pub use message::{EncodedFrame, ErrorFrame, ErrorKind, Frame, ProtocolName};
