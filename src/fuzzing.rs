@@ -1002,10 +1002,18 @@ pub fn rpc_frame_decode(data: &[u8]) {
     const MAX: usize = 1 << 20;
     let copied = Frame::decode(data, MAX);
     let shared = Frame::decode_bytes(&bytes::Bytes::copy_from_slice(data), MAX);
-    assert_eq!(copied.as_ref().ok(), shared.as_ref().ok(), "both decoders agree");
+    assert_eq!(
+        copied.as_ref().ok(),
+        shared.as_ref().ok(),
+        "both decoders agree"
+    );
     if let Ok(frame) = copied {
         let encoded = frame.encode();
-        assert_eq!(frame.encode_parts().to_vec(), encoded.to_vec(), "parts match");
+        assert_eq!(
+            frame.encode_parts().to_vec(),
+            encoded.to_vec(),
+            "parts match"
+        );
         assert_eq!(
             Frame::decode(&encoded, MAX).ok(),
             Some(frame),
@@ -1187,6 +1195,37 @@ pub fn rpc_core(data: &[u8]) {
         // Deadlines are set in the future and time moves only with `handle_timeout`.
         if let Some(t) = core.next_timeout() {
             assert!(t > now, "a deadline at or before now survived");
+        }
+    }
+}
+
+/// The content-transfer messages: the first byte picks a request (`Info`/`Range`) or an
+/// `Info` answer (a manifest); whatever decodes within the protocol's limits re-encodes to
+/// itself, and a decoded manifest's chunk arithmetic cannot overflow or panic.
+pub fn content_message_decode(data: &[u8]) {
+    use crate::rpc::content::{ContentRequest, InfoResponse, MAX_REQUEST, MAX_RESPONSE, Manifest};
+    let Some((&which, body)) = data.split_first() else {
+        return;
+    };
+    if which & 1 == 0 {
+        if let Ok(r) = crate::wire::decode_bounded::<ContentRequest>(body, MAX_REQUEST, "c") {
+            let again = postcard::to_stdvec(&r).unwrap_or_default();
+            assert_eq!(
+                crate::wire::decode_bounded::<ContentRequest>(&again, MAX_REQUEST, "c").ok(),
+                Some(r),
+                "content request round trip"
+            );
+        }
+    } else if let Ok(info) = crate::wire::decode_bounded::<InfoResponse>(body, MAX_RESPONSE, "c") {
+        let again = postcard::to_stdvec(&info).unwrap_or_default();
+        assert_eq!(
+            crate::wire::decode_bounded::<InfoResponse>(&again, MAX_RESPONSE, "c").ok(),
+            Some(info.clone()),
+            "content info round trip"
+        );
+        if let InfoResponse::Found(m) = info {
+            let _ = Manifest::chunk_count(m.size, m.chunk_size);
+            assert!(m.chunk_hashes.len() <= MAX_RESPONSE / 32);
         }
     }
 }

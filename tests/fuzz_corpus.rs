@@ -23,6 +23,7 @@ use ggen_p2p::kademlia::{
     Key, Message as KadMessage, MessageLimits, PeerRecord as KadPeer, Record as KadRecord,
     Request as KadRequest, Response as KadResponse,
 };
+use ggen_p2p::rpc::content::{ContentHash, ContentRequest, InfoResponse, Manifest};
 use ggen_p2p::rpc::{ErrorFrame, ErrorKind, Frame as RpcFrame, ProtocolName};
 use ggen_p2p::transport::mux::{MuxHeader, Reassembler};
 use ggen_p2p::transport::noise::{HandshakePayload, SIGNATURE_DOMAIN};
@@ -33,7 +34,7 @@ use ggen_p2p::{Keypair, Multiaddr, PeerId};
 type Entry = fn(&[u8]);
 
 /// Every fuzz target and the entry point it calls.
-const TARGETS: [(&str, Entry); 12] = [
+const TARGETS: [(&str, Entry); 13] = [
     ("frame_decode", fuzzing::frame_decode),
     ("envelope_decode", fuzzing::envelope_decode),
     ("multiaddr_parse", fuzzing::multiaddr_parse),
@@ -49,6 +50,7 @@ const TARGETS: [(&str, Entry); 12] = [
     ("gossip_router", fuzzing::gossip_router),
     ("rpc_frame_decode", fuzzing::rpc_frame_decode),
     ("rpc_core", fuzzing::rpc_core),
+    ("content_message_decode", fuzzing::content_message_decode),
 ];
 
 fn corpus_root() -> PathBuf {
@@ -161,6 +163,14 @@ fn seeds_are_valid_encodings() {
             }
             "rpc_frame_decode" => {
                 RpcFrame::decode(data, 1 << 20).expect(&what);
+            }
+            "content_message_decode" => {
+                let (which, body) = data.split_first().expect(&what);
+                if which & 1 == 0 {
+                    postcard::from_bytes::<ContentRequest>(body).expect(&what);
+                } else {
+                    postcard::from_bytes::<InfoResponse>(body).expect(&what);
+                }
             }
             // Any byte string is a valid event sequence; the entry point below checks it.
             "kademlia_core" | "gossip_router" | "rpc_core" => {}
@@ -590,6 +600,36 @@ fn rpc_seeds(out: &mut Vec<Seed>) {
     ];
     for (name, bytes) in scripts {
         out.push(seed("rpc_core", name, bytes));
+    }
+    // Content transfer: requests (tag 0) and info answers (tag 1).
+    let hash = ContentHash::of(b"package archive");
+    let with_tag = |tag: u8, body: Vec<u8>| [vec![tag], body].concat();
+    let requests = [
+        ("info", ContentRequest::Info { hash }),
+        (
+            "range",
+            ContentRequest::Range {
+                hash,
+                offset: 262_144,
+                len: 262_144,
+            },
+        ),
+    ];
+    for (name, r) in requests {
+        let body = postcard::to_stdvec(&r).unwrap();
+        out.push(seed("content_message_decode", name, with_tag(0, body)));
+    }
+    let blob = vec![7u8; 600_000];
+    let answers = [
+        ("not-found", InfoResponse::NotFound),
+        (
+            "manifest",
+            InfoResponse::Found(Manifest::of(&blob, 262_144)),
+        ),
+    ];
+    for (name, a) in answers {
+        let body = postcard::to_stdvec(&a).unwrap();
+        out.push(seed("content_message_decode", name, with_tag(1, body)));
     }
 }
 
