@@ -157,8 +157,10 @@ async fn a_blob_from_three_quic_providers_at_once_matches_its_hash() {
 }
 
 /// One of three providers serves a file that was overwritten after it was hashed: every chunk
-/// it sends fails the manifest check. It is reported and dropped, and the download completes
-/// from the other two.
+/// it sends fails the manifest check. The whole-blob hash fails, the chunks are checked
+/// against the manifest, and the bad ones name it: it is reported and dropped, its chunks are
+/// fetched again from the other two, and the download completes. Next time it is on probation
+/// (its chunks are checked on arrival) and is dropped after its first window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_serving_corrupted_bytes_is_penalised_and_the_download_completes() {
     let size = 16 * 1024 * 1024;

@@ -3,8 +3,8 @@
 //!
 //! This module owns the content protocol (`/ggen/content`, version 1), the set of blobs this
 //! node serves, and downloads: choosing a manifest, splitting chunks across providers,
-//! bounding the requests in flight, verifying every chunk and the whole blob, attributing bad
-//! bytes to the provider that sent them (reported through [`Rpc::report_bad_content`], which
+//! bounding the requests in flight, verifying the blob, attributing bad bytes to the provider
+//! that sent them (reported through [`Rpc::report_bad_content`], which
 //! content routing reads back through [`Rpc::reputation`]), and resuming after a provider
 //! disappears.
 //!
@@ -19,13 +19,27 @@
 //!
 //! # Verification and attribution
 //!
-//! The address is the SHA-256 of the whole blob, which says nothing about a single chunk.
-//! The manifest closes that gap: each chunk is checked against it on arrival, so a provider
-//! that sends a bad chunk is caught at once, reported, dropped, and its chunks go to the
-//! others. The manifest itself is only checked at the end (the whole-blob hash): if that
-//! fails, every provider that announced that manifest is reported and named, and the next
-//! distinct manifest (from other providers) is tried. Nothing is returned, and no file is
-//! renamed into place, before the whole-blob hash matched.
+//! The address is the SHA-256 of the whole blob. The downloader computes it incrementally, in
+//! chunk order, while chunks arrive (see `WholeHash`), so on success the cost is one SHA-256
+//! pass over the blob, overlapped with the transfer, and nothing else.
+//!
+//! The whole-blob hash says nothing about a single chunk; the manifest (a SHA-256 per chunk)
+//! closes that gap, but only when something went wrong. The downloader records which provider
+//! sent each chunk. If the whole-blob hash does not match the address, every stored chunk is
+//! checked against the manifest (a second pass, on the failure path only):
+//!
+//! * Chunks that do not match name the providers that sent them: those are reported, dropped,
+//!   and only those chunks are fetched again from the others. Refetched chunks are checked
+//!   against the manifest on arrival, and the whole-blob hash is resumed from the first
+//!   refetched chunk (the hasher's state at each chunk boundary is kept), not from the start.
+//! * If every chunk matches, the manifest itself is wrong: every provider that announced it is
+//!   reported and named, and the next distinct manifest (from other providers) is tried.
+//!
+//! A provider that has sent bad content before (a non-zero `bad_content` in its
+//! [`Rpc::reputation`]) is on probation: each of its chunks is checked on arrival, so it is
+//! caught, reported and dropped at its first bad chunk, as are chunks of the wrong length from
+//! anyone. Nothing is returned, and no file is renamed into place, before the whole-blob hash
+//! matched.
 //!
 //! # Memory and flow control
 //!
@@ -33,7 +47,11 @@
 //! provider, so at most `providers × window × chunk size` bytes are in transit. Chunks are
 //! written into their final place as they arrive: one preallocated buffer of the blob's size
 //! ([`ContentService::fetch_content`]) or a temporary file next to the destination
-//! ([`ContentService::fetch_content_to_file`]); the blob is never held twice.
+//! ([`ContentService::fetch_content_to_file`]); the blob is never held twice. Besides that,
+//! the whole-blob hash keeps chunks that arrived ahead of its cursor (references to the
+//! responses, not copies) until it reaches them: at most `providers × window` chunks, the
+//! same bound as the bytes in transit; past that bound a chunk is read back from the buffer or
+//! file instead.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -68,7 +86,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// (`MAX_FRAME_PLAINTEXT` ≈ 64 KiB) — small enough that a chunk never waits long behind other
 /// traffic and that a window of requests stays a few MiB, far below the node's 16 MiB
 /// message limit and [`MAX_RESPONSE`]; large enough that the per-request cost (a request
-/// frame, a hash check, a write) is amortised over many bytes.
+/// frame, a task, a write) is amortised over many bytes. (Measured over loopback: 512 KiB
+/// and 1 MiB chunks fetch no faster.)
 pub const DEFAULT_CHUNK_SIZE: u32 = 256 * 1024;
 /// Smallest chunk size a provider may announce (keeps manifests and request counts sane).
 pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
@@ -287,12 +306,14 @@ pub enum ContentSource {
     File(PathBuf),
 }
 
-/// Progress of a download: bytes verified and stored so far, of the blob's size. `total`
-/// is 0 until a provider's manifest is known. `done` only grows, except when a whole manifest
-/// turns out wrong and the download restarts from the next one (then it goes back to 0).
+/// Progress of a download: bytes stored so far, of the blob's size. `total` is 0 until a
+/// provider's manifest is known. The bytes are verified as a whole at the end (see the module
+/// docs). `done` only grows, except when the end check finds bad chunks (they are taken off
+/// and fetched again) or a whole manifest turns out wrong and the download restarts from the
+/// next one (then it goes back to 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Bytes verified and stored.
+    /// Bytes stored.
     pub done: u64,
     /// The blob's size.
     pub total: u64,
@@ -420,9 +441,9 @@ pub struct ContentMetrics {
     pub ranges_requested: u64,
     /// Bytes those range requests asked for.
     pub bytes_requested: u64,
-    /// Chunk bytes that passed verification and were stored.
+    /// Chunk bytes stored (chunks later found not to match the manifest are taken off again).
     pub bytes_accepted: u64,
-    /// Chunks that failed verification against the manifest.
+    /// Chunks that failed verification against the manifest (or had the wrong length).
     pub bad_chunks: u64,
     /// Providers dropped during downloads (errors, timeouts, bad content).
     pub providers_dropped: u64,
@@ -580,7 +601,8 @@ impl ContentService {
     }
 
     /// Downloads `hash` from `providers` (several at once when more than one has it) into one
-    /// buffer of the blob's size, verifies it, and returns it. `progress`, if given, is
+    /// buffer of the blob's size, verifies it (one SHA-256 pass, as the chunks arrive), and
+    /// returns it. `progress`, if given, is
     /// updated (with `send_replace`, so it works with or without receivers) after every
     /// stored chunk.
     pub async fn fetch_content(
@@ -665,9 +687,16 @@ impl ContentService {
             return Err(ContentError::NotFound(hash));
         }
         // Best reputation first (a stable sort keeps the caller's order among equals).
+        // Providers that have sent bad content before are on probation: their chunks are
+        // checked against the manifest on arrival.
         let mut scored = Vec::with_capacity(ranked.len());
+        let mut suspects = Vec::new();
         for p in ranked {
-            scored.push((rpc.reputation(p).await?.score(), p));
+            let rep = rpc.reputation(p).await?;
+            if rep.bad_content > 0 {
+                suspects.push(p);
+            }
+            scored.push((rep.score(), p));
         }
         scored.sort_by_key(|(s, _)| std::cmp::Reverse(*s));
         let ranked: Vec<PeerId> = scored.into_iter().map(|(_, p)| p).collect();
@@ -754,7 +783,7 @@ impl ContentService {
         });
         let attempts = groups.len();
         let mut mismatch = None;
-        for (manifest, members) in groups {
+        'manifests: for (manifest, members) in groups {
             let members: Vec<PeerId> = members.into_iter().map(|(_, p)| p).collect();
             if let Some(tx) = progress {
                 tx.send_replace(Progress {
@@ -763,14 +792,22 @@ impl ContentService {
                 });
             }
             sink.prepare(manifest.size).await?;
-            if !self
-                .download(hash, &manifest, &members, progress, sink, &mut reasons)
-                .await?
-            {
-                continue;
-            }
-            if sink.hash().await? == hash {
-                return Ok(());
+            let mut dl = Download::new(self, hash, &manifest, &members, &suspects, progress);
+            let mut pending: VecDeque<usize> = (0..manifest.chunk_hashes.len()).collect();
+            loop {
+                if !dl.run(sink, pending, &mut reasons).await? {
+                    continue 'manifests;
+                }
+                if dl.whole.finish(sink, &dl.done, &manifest).await? == Some(hash) {
+                    return Ok(());
+                }
+                // The whole-blob hash failed: only now is each chunk checked against the
+                // manifest, to find out whether bytes or the manifest were wrong.
+                let bad = sink.bad_chunks(&manifest).await?;
+                if bad.is_empty() {
+                    break;
+                }
+                pending = dl.reject(&bad, &mut reasons);
             }
             // Every chunk matched the manifest, so the manifest is what was wrong: whoever
             // announced it is at fault.
@@ -788,78 +825,140 @@ impl ContentService {
             _ => Err(ContentError::AllProvidersFailed { reasons }),
         }
     }
+}
 
-    /// Fetches every chunk of `manifest` from `members` into `sink`. Returns false (with a
-    /// reason per provider in `reasons`) when every member was dropped first.
-    async fn download(
-        &self,
+/// A provider of one download.
+struct Provider {
+    peer: PeerId,
+    inflight: usize,
+    busy: u32,
+    alive: bool,
+    /// Check each of its chunks against the manifest on arrival: it has sent bad content
+    /// before, or the download is repairing chunks that failed.
+    check: bool,
+}
+
+/// One manifest's download: which chunks are stored and who sent each, the providers'
+/// state, and the whole-blob hash so far. It survives repair rounds (see [`Download::reject`]).
+struct Download<'a> {
+    rpc: &'a Rpc,
+    config: &'a ContentConfig,
+    counters: &'a Counters,
+    hash: ContentHash,
+    manifest: &'a Manifest,
+    progress: Option<&'a watch::Sender<Progress>>,
+    provs: Vec<Provider>,
+    /// Chunks stored in the sink.
+    done: Vec<bool>,
+    /// Index (in `provs`) of the provider that sent each stored chunk.
+    served_by: Vec<usize>,
+    done_count: usize,
+    done_bytes: u64,
+    whole: WholeHash,
+}
+
+impl<'a> Download<'a> {
+    fn new(
+        svc: &'a ContentService,
         hash: ContentHash,
-        manifest: &Manifest,
+        manifest: &'a Manifest,
         members: &[PeerId],
-        progress: Option<&watch::Sender<Progress>>,
+        suspects: &[PeerId],
+        progress: Option<&'a watch::Sender<Progress>>,
+    ) -> Self {
+        let n = manifest.chunk_hashes.len();
+        let config = &svc.inner.config;
+        Download {
+            rpc: &svc.inner.rpc,
+            config,
+            counters: &svc.inner.counters,
+            hash,
+            manifest,
+            progress,
+            provs: members
+                .iter()
+                .map(|p| Provider {
+                    peer: *p,
+                    inflight: 0,
+                    busy: 0,
+                    alive: true,
+                    check: suspects.contains(p),
+                })
+                .collect(),
+            done: vec![false; n],
+            served_by: vec![usize::MAX; n],
+            done_count: 0,
+            done_bytes: 0,
+            whole: WholeHash::new(members.len().saturating_mul(config.window)),
+        }
+    }
+
+    fn report_progress(&self) {
+        if let Some(tx) = self.progress {
+            tx.send_replace(Progress {
+                done: self.done_bytes,
+                total: self.manifest.size,
+            });
+        }
+    }
+
+    /// Drops provider `i`: its chunks in flight go back to the front of the queue.
+    fn drop_provider(
+        &mut self,
+        i: usize,
+        why: String,
+        assigned: &mut HashMap<usize, (usize, AbortHandle)>,
+        pending: &mut VecDeque<usize>,
+        reasons: &mut Vec<(PeerId, String)>,
+    ) {
+        let Some(p) = self.provs.get_mut(i) else {
+            return;
+        };
+        if !p.alive {
+            return;
+        }
+        p.alive = false;
+        add(&self.counters.providers_dropped, 1);
+        reasons.push((p.peer, why));
+        let mine: Vec<usize> = assigned
+            .iter()
+            .filter(|(_, (owner, _))| *owner == i)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in mine {
+            if let Some((_, h)) = assigned.remove(&c) {
+                h.abort();
+            }
+            pending.push_front(c);
+        }
+    }
+
+    /// Fetches the chunks in `pending` from the live providers into `sink`, feeding the
+    /// whole-blob hash as they arrive. Returns false (with a reason per provider in
+    /// `reasons`) when every provider was dropped first.
+    async fn run(
+        &mut self,
         sink: &mut Sink,
+        mut pending: VecDeque<usize>,
         reasons: &mut Vec<(PeerId, String)>,
     ) -> Result<bool, ContentError> {
-        struct Provider {
-            peer: PeerId,
-            inflight: usize,
-            busy: u32,
-            alive: bool,
-        }
-        let rpc = &self.inner.rpc;
-        let config = &self.inner.config;
-        let counters = &self.inner.counters;
+        let (rpc, config, counters, manifest, hash) = (
+            self.rpc,
+            self.config,
+            self.counters,
+            self.manifest,
+            self.hash,
+        );
         let n = manifest.chunk_hashes.len();
-        let mut pending: VecDeque<usize> = (0..n).collect();
-        let mut done = vec![false; n];
-        let mut done_count = 0usize;
-        let mut done_bytes = 0u64;
         // Who is fetching each chunk right now.
         let mut assigned: HashMap<usize, (usize, AbortHandle)> = HashMap::new();
-        let mut provs: Vec<Provider> = members
-            .iter()
-            .map(|p| Provider {
-                peer: *p,
-                inflight: 0,
-                busy: 0,
-                alive: true,
-            })
-            .collect();
         let mut set: JoinSet<(usize, usize, Result<Bytes, RpcError>)> = JoinSet::new();
-
-        // Drops provider `i`: its chunks in flight go back to the front of the queue.
-        let drop_provider = |i: usize,
-                             why: String,
-                             provs: &mut Vec<Provider>,
-                             assigned: &mut HashMap<usize, (usize, AbortHandle)>,
-                             pending: &mut VecDeque<usize>,
-                             reasons: &mut Vec<(PeerId, String)>| {
-            let Some(p) = provs.get_mut(i) else { return };
-            if !p.alive {
-                return;
-            }
-            p.alive = false;
-            add(&counters.providers_dropped, 1);
-            reasons.push((p.peer, why));
-            let mine: Vec<usize> = assigned
-                .iter()
-                .filter(|(_, (owner, _))| *owner == i)
-                .map(|(c, _)| *c)
-                .collect();
-            for c in mine {
-                if let Some((_, h)) = assigned.remove(&c) {
-                    h.abort();
-                }
-                pending.push_front(c);
-            }
-        };
-
         loop {
             // Fill every live provider's window, best-ranked first.
-            for (i, p) in provs.iter_mut().enumerate() {
+            for (i, p) in self.provs.iter_mut().enumerate() {
                 while p.alive && p.inflight < config.window {
                     let Some(c) = pending.pop_front() else { break };
-                    if done.get(c).copied().unwrap_or(true) || assigned.contains_key(&c) {
+                    if self.done.get(c).copied().unwrap_or(true) || assigned.contains_key(&c) {
                         continue;
                     }
                     let Some((offset, len)) = manifest.chunk(c) else {
@@ -868,7 +967,9 @@ impl ContentService {
                     let req = encode(&ContentRequest::Range { hash, offset, len });
                     let (rpc, peer, timeout) = (rpc.clone(), p.peer, config.request_timeout);
                     let h = set.spawn(async move {
-                        let r = rpc.request_raw(peer, protocol(), req, Some(timeout)).await;
+                        let r = rpc
+                            .request_raw_with_limits(peer, protocol(), req, Some(timeout), limits())
+                            .await;
                         (i, c, r)
                     });
                     assigned.insert(c, (i, h));
@@ -877,10 +978,10 @@ impl ContentService {
                     add(&counters.bytes_requested, u64::from(len));
                 }
             }
-            if done_count == n {
+            if self.done_count == n {
                 return Ok(true);
             }
-            if !provs.iter().any(|p| p.alive) {
+            if !self.provs.iter().any(|p| p.alive) {
                 return Ok(false);
             }
             let Some(joined) = set.join_next().await else {
@@ -891,7 +992,9 @@ impl ContentService {
             let Ok((i, c, result)) = joined else {
                 continue; // aborted: its provider was dropped and the chunk requeued
             };
-            let Some(p) = provs.get_mut(i) else { continue };
+            let Some(p) = self.provs.get_mut(i) else {
+                continue;
+            };
             p.inflight = p.inflight.saturating_sub(1);
             if !p.alive || assigned.get(&c).map(|(o, _)| *o) != Some(i) {
                 continue;
@@ -904,16 +1007,17 @@ impl ContentService {
                     else {
                         continue;
                     };
+                    // The length is always checked; the bytes only for providers on
+                    // probation (the whole-blob hash covers everyone else).
                     let good = bytes.len() == len as usize
-                        && <[u8; 32]>::from(Sha256::digest(&bytes)) == *expected;
+                        && (!p.check || <[u8; 32]>::from(Sha256::digest(&bytes)) == *expected);
                     if !good {
                         add(&counters.bad_chunks, 1);
                         rpc.report_bad_content(p.peer);
                         pending.push_front(c);
-                        drop_provider(
+                        self.drop_provider(
                             i,
                             format!("bad content: chunk {c} does not match the manifest"),
-                            &mut provs,
                             &mut assigned,
                             &mut pending,
                             reasons,
@@ -921,19 +1025,18 @@ impl ContentService {
                         continue;
                     }
                     p.busy = 0;
-                    sink.write(offset, bytes).await?;
-                    if let Some(d) = done.get_mut(c) {
+                    sink.write(offset, bytes.clone()).await?;
+                    if let (Some(d), Some(s)) = (self.done.get_mut(c), self.served_by.get_mut(c)) {
                         *d = true;
+                        *s = i;
                     }
-                    done_count += 1;
-                    done_bytes += u64::from(len);
+                    self.done_count += 1;
+                    self.done_bytes += u64::from(len);
                     add(&counters.bytes_accepted, u64::from(len));
-                    if let Some(tx) = progress {
-                        tx.send_replace(Progress {
-                            done: done_bytes,
-                            total: manifest.size,
-                        });
-                    }
+                    self.report_progress();
+                    self.whole
+                        .arrived(c, bytes, sink, &self.done, manifest)
+                        .await?;
                 }
                 Err(e) => {
                     pending.push_front(c);
@@ -945,10 +1048,9 @@ impl ContentService {
                         p.busy += 1;
                         continue;
                     }
-                    drop_provider(
+                    self.drop_provider(
                         i,
                         format!("range request failed: {e}"),
-                        &mut provs,
                         &mut assigned,
                         &mut pending,
                         reasons,
@@ -956,6 +1058,160 @@ impl ContentService {
                 }
             }
         }
+    }
+
+    /// After the whole-blob hash failed: `bad` chunks (ascending) did not match the
+    /// manifest. Reports and drops the providers that sent them, forgets the chunks, rewinds
+    /// the whole-blob hash to the first of them, puts every remaining provider on probation,
+    /// and returns the chunks to fetch again.
+    fn reject(&mut self, bad: &[usize], reasons: &mut Vec<(PeerId, String)>) -> VecDeque<usize> {
+        let mut culprits: Vec<(usize, usize)> = Vec::new();
+        for &c in bad {
+            let Some(owner) = self.served_by.get(c).copied() else {
+                continue;
+            };
+            match culprits.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, k)) => *k += 1,
+                None => culprits.push((owner, 1)),
+            }
+            if let Some(d) = self.done.get_mut(c)
+                && std::mem::replace(d, false)
+            {
+                let len = self.manifest.chunk(c).map_or(0, |(_, l)| u64::from(l));
+                self.done_count -= 1;
+                self.done_bytes -= len;
+                self.counters
+                    .bytes_accepted
+                    .fetch_sub(len, Ordering::Relaxed);
+            }
+        }
+        add(&self.counters.bad_chunks, bad.len() as u64);
+        for (owner, k) in culprits {
+            let Some(p) = self.provs.get_mut(owner) else {
+                continue;
+            };
+            self.rpc.report_bad_content(p.peer);
+            if p.alive {
+                p.alive = false;
+                add(&self.counters.providers_dropped, 1);
+                reasons.push((
+                    p.peer,
+                    format!("bad content: {k} chunks do not match the manifest"),
+                ));
+            }
+        }
+        for p in &mut self.provs {
+            p.check = true;
+        }
+        if let Some(&first) = bad.first() {
+            self.whole.rewind(first);
+        }
+        self.report_progress();
+        bad.iter().copied().collect()
+    }
+}
+
+/// The whole-blob SHA-256, computed in chunk order while chunks arrive in any order.
+///
+/// A cursor names the first chunk not yet hashed. A chunk that arrives at the cursor is
+/// hashed at once (it is still in cache), and the cursor then moves over every chunk already
+/// stored behind it. A chunk that arrives ahead of the cursor keeps its `Bytes` (a reference
+/// to the response, no copy) in `held` until the cursor reaches it. Chunks are handed out in
+/// order and at most `providers × window` are in flight, so normally everything ahead of the
+/// cursor is within one round of windows; `held` is capped at that many chunks (`cap`), so a
+/// provider stalling on the cursor's chunk cannot make it grow further: chunks beyond the cap
+/// are read back from the sink when the cursor reaches them.
+///
+/// The hasher's state before each chunk is kept (about a hundred bytes per chunk), so that
+/// after a repair the hash resumes from the first refetched chunk instead of the start.
+struct WholeHash {
+    hasher: Sha256,
+    next: usize,
+    held: HashMap<usize, Bytes>,
+    cap: usize,
+    /// `checkpoints[i]`: the hasher's state before chunk `i`.
+    checkpoints: Vec<Sha256>,
+}
+
+impl WholeHash {
+    fn new(cap: usize) -> Self {
+        WholeHash {
+            hasher: Sha256::new(),
+            next: 0,
+            held: HashMap::new(),
+            cap: cap.max(1),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.checkpoints.push(self.hasher.clone());
+        self.hasher.update(data);
+        self.next += 1;
+    }
+
+    /// Chunk `c` (now stored in `sink`, `done[c]` set) arrived with `data`.
+    async fn arrived(
+        &mut self,
+        c: usize,
+        data: Bytes,
+        sink: &mut Sink,
+        done: &[bool],
+        manifest: &Manifest,
+    ) -> Result<(), ContentError> {
+        if c == self.next {
+            self.update(&data);
+            self.advance(sink, done, manifest).await?;
+        } else if c > self.next && self.held.len() < self.cap {
+            self.held.insert(c, data);
+        }
+        Ok(())
+    }
+
+    /// Moves the cursor over every stored chunk at it.
+    async fn advance(
+        &mut self,
+        sink: &mut Sink,
+        done: &[bool],
+        manifest: &Manifest,
+    ) -> Result<(), ContentError> {
+        while done.get(self.next).copied().unwrap_or(false) {
+            match self.held.remove(&self.next) {
+                Some(data) => self.update(&data),
+                None => {
+                    let Some((offset, len)) = manifest.chunk(self.next) else {
+                        break;
+                    };
+                    self.checkpoints.push(self.hasher.clone());
+                    sink.hash_range(&mut self.hasher, offset, len).await?;
+                    self.next += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole-blob hash, once every chunk is stored (None before).
+    async fn finish(
+        &mut self,
+        sink: &mut Sink,
+        done: &[bool],
+        manifest: &Manifest,
+    ) -> Result<Option<ContentHash>, ContentError> {
+        self.advance(sink, done, manifest).await?;
+        Ok((self.next == done.len()).then(|| ContentHash(self.hasher.clone().finalize().into())))
+    }
+
+    /// Forgets everything from chunk `c` on: the hash resumes there.
+    fn rewind(&mut self, c: usize) {
+        if c < self.next
+            && let Some(state) = self.checkpoints.get(c)
+        {
+            self.hasher = state.clone();
+            self.next = c;
+            self.checkpoints.truncate(c);
+        }
+        self.held.clear();
     }
 }
 
@@ -1113,38 +1369,94 @@ impl Sink {
         Ok(())
     }
 
-    /// The SHA-256 of everything stored (on a blocking thread).
-    async fn hash(&mut self) -> Result<ContentHash, ContentError> {
+    /// Feeds the stored bytes `offset..offset + len` to `hasher` (read back from the file on
+    /// a blocking thread). Used for chunks the whole-blob hash did not keep in memory.
+    async fn hash_range(
+        &mut self,
+        hasher: &mut Sha256,
+        offset: u64,
+        len: u32,
+    ) -> Result<(), ContentError> {
         match self {
             Sink::Memory(v) => {
-                let buf = std::mem::take(v);
-                let (buf, h) = blocking(move || {
-                    let h = ContentHash::of(&buf);
-                    Ok((buf, h))
-                })
-                .await?;
-                *v = buf;
-                Ok(h)
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let src = start
+                    .checked_add(len as usize)
+                    .and_then(|end| v.get(start..end))
+                    .ok_or_else(|| std::io::Error::other("chunk outside the buffer"))?;
+                hasher.update(src);
             }
             Sink::File(f) => {
                 let f = f.clone();
+                let mut h = std::mem::take(hasher);
+                *hasher = blocking(move || {
+                    let mut buf = vec![0u8; len as usize];
+                    read_at(&f, offset, &mut buf)?;
+                    h.update(&buf);
+                    Ok(h)
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The chunks whose stored bytes do not match `manifest`, ascending (on a blocking
+    /// thread). A second full pass: only run when the whole-blob hash failed.
+    async fn bad_chunks(&mut self, manifest: &Manifest) -> Result<Vec<usize>, ContentError> {
+        let m = manifest.clone();
+        let check = move |i: usize, data: &[u8]| {
+            m.chunk_hashes
+                .get(i)
+                .is_none_or(|h| <[u8; 32]>::from(Sha256::digest(data)) != *h)
+        };
+        let step = (manifest.chunk_size as usize).max(1);
+        match self {
+            Sink::Memory(v) => {
+                let buf = std::mem::take(v);
+                let (buf, bad) = blocking(move || {
+                    let bad = buf
+                        .chunks(step)
+                        .enumerate()
+                        .filter(|(i, c)| check(*i, c))
+                        .map(|(i, _)| i)
+                        .collect();
+                    Ok((buf, bad))
+                })
+                .await?;
+                *v = buf;
+                Ok(bad)
+            }
+            Sink::File(f) => {
+                let f = f.clone();
+                let size = manifest.size;
                 Ok(blocking(move || {
-                    let mut r: &std::fs::File = &f;
-                    r.seek(SeekFrom::Start(0))?;
-                    let mut h = Sha256::new();
-                    let mut buf = vec![0u8; 1024 * 1024];
-                    loop {
-                        match r.read(&mut buf)? {
-                            0 => break,
-                            k => h.update(buf.get(..k).unwrap_or_default()),
+                    let mut bad = Vec::new();
+                    let mut buf = vec![0u8; step];
+                    let (mut i, mut offset) = (0usize, 0u64);
+                    while offset < size {
+                        let len = (size - offset).min(step as u64) as usize;
+                        let chunk = buf.get_mut(..len).unwrap_or_default();
+                        read_at(&f, offset, chunk)?;
+                        if check(i, chunk) {
+                            bad.push(i);
                         }
+                        i += 1;
+                        offset += len as u64;
                     }
-                    Ok(ContentHash(h.finalize().into()))
+                    Ok(bad)
                 })
                 .await?)
             }
         }
     }
+}
+
+/// Reads exactly `buf.len()` bytes of `f` from `offset`.
+fn read_at(f: &std::fs::File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut r: &std::fs::File = f;
+    r.seek(SeekFrom::Start(offset))?;
+    r.read_exact(buf)
 }
 
 async fn blocking<T: Send + 'static>(
