@@ -1,4 +1,18 @@
 //! The registry facade (`P2PRegistryBuilder`, `Registry`): packages, search, publish, get.
 //!
-//! Not built yet: this module is the home the registry issue fills, on top of the DHT, gossip
-//! and RPC layers.
+//! This module owns the registry's data types ([`types`]), its configuration ([`config`])
+//! and errors ([`error`]). The facade ties the DHT, gossip and RPC layers together; it is
+//! being built in steps (see the README's status table).
+
+pub mod config;
+pub mod error;
+pub mod types;
+
+pub use config::{
+    BootstrapConfig, BootstrapNode, DHTConfig, GossipsubConfig, KeyType, NetworkConfig, P2PConfig,
+    Protocol, SecurityConfig,
+};
+pub use error::{RegistryError, Result};
+pub use types::{
+    NetworkStats, Package, PackageMetadata, PackageUpdate, Query, SearchResult, UpdateType,
+};

@@ -320,7 +320,8 @@ pub struct Progress {
 }
 
 /// Configuration of the content service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContentConfig {
     /// Range requests in flight per provider (default 8; at least 1). With 256 KiB chunks and
     /// 3 providers that is at most 6 MiB in transit.
@@ -332,8 +333,10 @@ pub struct ContentConfig {
     /// [`ContentError::TooLarge`].
     pub max_content_size: u64,
     /// Timeout of one range request (default 30 s); a provider that misses it is dropped.
+    #[serde(with = "crate::node::duration_secs")]
     pub request_timeout: Duration,
     /// Timeout of an info request (default 10 s).
+    #[serde(with = "crate::node::duration_secs")]
     pub info_timeout: Duration,
     /// How many `Busy` / rate-limited answers in a row a provider may give before it is
     /// dropped (default 8).
