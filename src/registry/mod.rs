@@ -6,13 +6,15 @@
 
 pub mod config;
 pub mod error;
+pub mod signed;
 pub mod types;
 
 pub use config::{
     BootstrapConfig, BootstrapNode, DHTConfig, GossipsubConfig, KeyType, NetworkConfig, P2PConfig,
     Protocol, SecurityConfig,
 };
-pub use error::{RegistryError, Result};
+pub use error::{RegistryError, Result, is_transient};
+pub use signed::SignedPackage;
 pub use types::{
     NetworkStats, Package, PackageMetadata, PackageUpdate, Query, SearchResult, UpdateType,
 };
