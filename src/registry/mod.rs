@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod protocol;
 pub mod signed;
 pub mod types;
 
