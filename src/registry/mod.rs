@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod types;
 
 pub use config::{
@@ -13,6 +14,7 @@ pub use config::{
     Protocol, SecurityConfig,
 };
 pub use error::{RegistryError, Result};
+pub use index::{Catalogue, InsertOutcome};
 pub use types::{
     NetworkStats, Package, PackageMetadata, PackageUpdate, Query, SearchResult, UpdateType,
 };
