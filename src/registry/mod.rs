@@ -1,11 +1,14 @@
 //! The registry facade (`P2PRegistryBuilder`, `Registry`): packages, search, publish, get.
 //!
 //! This module owns the registry's data types ([`types`]), its configuration ([`config`])
-//! and errors ([`error`]). The facade ties the DHT, gossip and RPC layers together; it is
-//! being built in steps (see the README's status table).
+//! and errors ([`error`]), signed records and the ownership rules ([`signed`]), the wire
+//! protocol between registry nodes ([`protocol`]), the searchable catalogue ([`index`]) and
+//! the facade itself ([`facade`]), which ties the DHT, gossip, RPC, content and discovery
+//! layers together.
 
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod protocol;
 pub mod signed;
 pub mod types;
@@ -15,6 +18,7 @@ pub use config::{
     Protocol, SecurityConfig,
 };
 pub use error::{RegistryError, Result, is_transient};
+pub use index::{Catalogue, InsertOutcome};
 pub use signed::SignedPackage;
 pub use types::{
     NetworkStats, Package, PackageMetadata, PackageUpdate, Query, SearchResult, UpdateType,

@@ -1,0 +1,1183 @@
+//! The local catalogue of package metadata, and search over it.
+//!
+//! Every full node keeps the catalogue of package *metadata* (not content). [`Catalogue`] is a
+//! sans-IO data structure: it holds package versions keyed by id (`name@version`), answers
+//! [`Catalogue::search`] from in-memory indexes, and summarises itself as digests for
+//! anti-entropy ([`Catalogue::digest`], [`Catalogue::bucket_digests`],
+//! [`Catalogue::ids_in_bucket`]).
+//!
+//! # Versions
+//!
+//! Versions of a name are ordered by semver ([`semver::Version`]'s order: pre-releases below
+//! the release of the same numbers). Versions that are not valid semver sort below every valid
+//! one, by string. [`Catalogue::latest`] is the highest.
+//!
+//! # Digests
+//!
+//! Each record has a 32-byte fingerprint: the caller's (e.g. the signed record's hash, with
+//! [`Catalogue::insert_with_fingerprint`]) or SHA-256 of the package's postcard encoding
+//! ([`Catalogue::insert`]). [`Catalogue::digest`] is SHA-256 over every record in id order, each
+//! as `u32 BE length of id ‖ id ‖ fingerprint`. A record's bucket is the first 8 bytes of
+//! SHA-256(id), big-endian, modulo the bucket count; [`Catalogue::bucket_digests`] is the same
+//! digest per bucket. Two nodes compare bucket digests and exchange only the ids of differing
+//! buckets ([`Catalogue::ids_in_bucket`]).
+//!
+//! # Search
+//!
+//! [`Catalogue::search`] returns at most `limit` results, **one per package name**: the latest
+//! version of the name that passes the filters (category equal ignoring case; every query tag
+//! among the version's tags, ignoring case; `downloads >= min_downloads`). Results are sorted
+//! by score (descending), then by name.
+//!
+//! Without keywords, every name passing the filters is a result, with
+//! `score = ln(1 + downloads)`: most downloaded first.
+//!
+//! With keywords, the query is tokenized (lower-case, split on non-alphanumeric characters,
+//! duplicates dropped, at most [`MAX_QUERY_TERMS`] terms). Names, `metadata.keywords` + `tags`
+//! and descriptions are tokenized the same way into three fields. The score of the chosen
+//! version `d` of a name is
+//!
+//! ```text
+//! score(d) = exact(d) + Σ_t [ name_t(d) + keyword_t(d) + description_t(d) ] + 0.03·ln(1 + downloads)
+//! ```
+//!
+//! where, with BM25 (`k1 = 1.2`, `b = 0.75`) of term `t` in field `f`:
+//!
+//! ```text
+//! bm25_f(t, d) = idf'(t) · tf·(k1 + 1) / (tf + k1·(1 − b + b·len_f(d) / avglen_f))
+//! idf(t)       = ln(1 + (N − df + 0.5) / (df + 0.5))        N: versions, df: versions with t
+//! idf'(t)      = idf(t) / idf(df = 1)                        normalised to (0, 1]
+//! ```
+//!
+//! so that each `bm25_f` lies in `[0, 2.2)`, and:
+//!
+//! - `exact(d)`: the strongest of **1000** if the keywords (lower-cased, joined by `-`) equal
+//!   the name; **950** if the name's tokens joined by `-` equal the query's terms joined by `-`
+//!   (`serde yaml` and `serde-yaml` find `serde_yaml`); with several keywords, **900** if one
+//!   keyword equals the name and **850** if its tokens do; else 0.
+//! - `name_t(d)`: the strongest of
+//!   - `t` is a token of the name: **12 + 4·bm25_name**;
+//!   - the name starts with `t` (`t` of 2 characters or more): **11**;
+//!   - the name contains `t` (3 characters or more): **9**;
+//!   - typo: `t` has no exact name-token match anywhere in the catalogue, and is within
+//!     Damerau-Levenshtein distance 1 (`t` of 4 characters or more) or 2 (8 or more) of a
+//!     token of the name: distance 1 **9.5** (10 if that token is the whole name), distance 2
+//!     **8** (8.5 for the whole name); all ×0.25 if `t` occurs in some other field of the
+//!     catalogue (a real word, likely not a misspelt name);
+//! - `keyword_t(d)`: `t` among the keyword/tag tokens: **3 + 2·bm25_keywords**;
+//! - `description_t(d)`: **bm25_description**.
+//!
+//! Per term, so at equal idf: an exact name (≥ 850) beats everything else (≤ 16 terms ×
+//! 30.4); a name match (≥ 8) beats a keyword or tag (< 7.4), which beats a description (< 2.2).
+//! The popularity term is below 0.03·ln(1 + 10¹²) ≈ 0.83: it orders ties and weak matches.
+//! Versions whose text score (all but popularity) is 0 are not results. Popularity uses the
+//! downloads of the version returned.
+//!
+//! # Indexes
+//!
+//! Maintained on every insert and remove, so a search touches only candidates:
+//! an inverted index (term → postings with per-field term frequencies), per-version field
+//! lengths, a trigram index over names (substring and prefix candidates), the sorted name list
+//! (prefixes of 2 characters), and a symmetric-deletion index over distinct name tokens (all
+//! deletions of up to 1 character for tokens of 3+ characters, up to 2 for 6+) for typos.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use super::types::{Package, Query, SearchResult};
+
+/// Query terms beyond this many are ignored (keeps `exact` dominant, see the module docs).
+pub const MAX_QUERY_TERMS: usize = 16;
+
+const K1: f64 = 1.2;
+const B: f64 = 0.75;
+const EXACT: f64 = 1000.0;
+const EXACT_NORMALISED: f64 = 950.0;
+const EXACT_KEYWORD: f64 = 900.0;
+const EXACT_KEYWORD_NORMALISED: f64 = 850.0;
+const NAME_TOKEN: f64 = 12.0;
+const NAME_TOKEN_BM25: f64 = 4.0;
+const NAME_PREFIX: f64 = 11.0;
+const NAME_SUBSTRING: f64 = 9.0;
+const TYPO1_WHOLE: f64 = 10.0;
+const TYPO1_TOKEN: f64 = 9.5;
+const TYPO2_WHOLE: f64 = 8.5;
+const TYPO2_TOKEN: f64 = 8.0;
+const TYPO_KNOWN_WORD: f64 = 0.25;
+const KEYWORD: f64 = 3.0;
+const KEYWORD_BM25: f64 = 2.0;
+const DESCRIPTION_BM25: f64 = 1.0;
+const POPULARITY: f64 = 0.03;
+
+const F_NAME: usize = 0;
+const F_KEYWORDS: usize = 1;
+const F_DESCRIPTION: usize = 2;
+
+/// What [`Catalogue::insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InsertOutcome {
+    /// The first version of a name.
+    NewName,
+    /// Another version of a known name.
+    NewVersion,
+    /// A known version whose record (fingerprint or contents) changed.
+    Replaced,
+    /// A known version, identical record.
+    Unchanged,
+}
+
+/// Version order key: invalid semver below valid, by string.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum VersionKey {
+    Invalid(String),
+    Valid(semver::Version),
+}
+
+impl VersionKey {
+    fn of(v: &str) -> Self {
+        match semver::Version::parse(v) {
+            Ok(v) => Self::Valid(v),
+            Err(_) => Self::Invalid(v.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Posting {
+    doc: u32,
+    tf: [u16; 3],
+}
+
+#[derive(Debug)]
+struct Doc {
+    package: Package,
+    fingerprint: [u8; 32],
+    name_id: u32,
+    version: VersionKey,
+    category: String,
+    tags: Vec<String>,
+    lens: [u32; 3],
+    terms: Vec<Box<str>>,
+    bucket_hash: u64,
+}
+
+impl Doc {
+    fn passes(&self, category: Option<&str>, tags: &[String], min_downloads: u64) -> bool {
+        self.package.downloads >= min_downloads
+            && category.is_none_or(|c| c == self.category)
+            && tags.iter().all(|t| self.tags.binary_search(t).is_ok())
+    }
+}
+
+#[derive(Debug)]
+struct NameEntry {
+    name: String,
+    norm: String,
+    tokens: Vec<String>,
+    /// Doc slots, ascending by version.
+    versions: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct TokenEntry {
+    text: Box<str>,
+    names: Vec<u32>,
+}
+
+/// The local catalogue of package versions, with search and anti-entropy digests.
+/// See the [module docs](self) for the scoring.
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    docs: Vec<Option<Doc>>,
+    free_docs: Vec<u32>,
+    ids: BTreeMap<String, u32>,
+    names: BTreeMap<String, u32>,
+    name_slots: Vec<Option<NameEntry>>,
+    free_names: Vec<u32>,
+    by_norm: HashMap<String, Vec<u32>>,
+    postings: HashMap<Box<str>, Vec<Posting>>,
+    len_sums: [u64; 3],
+    trigrams: HashMap<[u8; 3], Vec<u32>>,
+    tokens: HashMap<Box<str>, u32>,
+    token_slots: Vec<Option<TokenEntry>>,
+    free_tokens: Vec<u32>,
+    deletions: HashMap<u64, Vec<u32>>,
+}
+
+/// Lower-case tokens: maximal runs of alphanumeric characters.
+pub fn tokenize(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn normalise(s: &str) -> String {
+    tokenize(s).join("-")
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn bucket_hash(id: &str) -> u64 {
+    let h = sha256(id.as_bytes());
+    u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+fn fnv(chars: impl Iterator<Item = char>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in chars {
+        h ^= c as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Hashes of `s` and of every string made by deleting up to `depth` (≤ 2) characters.
+fn deletion_hashes(s: &str, depth: usize) -> Vec<u64> {
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len();
+    let mut out = vec![fnv(chars.iter().copied())];
+    if depth >= 1 {
+        for i in 0..n {
+            out.push(fnv(chars
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != i)
+                .map(|(_, &c)| c)));
+        }
+    }
+    if depth >= 2 {
+        for i in 0..n {
+            for j in i + 1..n {
+                out.push(fnv(chars
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != i && k != j)
+                    .map(|(_, &c)| c)));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn token_depth(len: usize) -> usize {
+    match len {
+        0..=2 => 0,
+        3..=5 => 1,
+        _ => 2,
+    }
+}
+
+fn query_typo_distance(len: usize) -> usize {
+    match len {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    }
+}
+
+fn trigrams_of(s: &str) -> Vec<[u8; 3]> {
+    let mut v: Vec<[u8; 3]> = s
+        .as_bytes()
+        .windows(3)
+        .map(|w| [w[0], w[1], w[2]])
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn bm25(idf: f64, tf: u16, len: u32, avg: f64) -> f64 {
+    if tf == 0 {
+        return 0.0;
+    }
+    let tf = f64::from(tf);
+    let norm = if avg > 0.0 {
+        1.0 - B + B * f64::from(len) / avg
+    } else {
+        1.0
+    };
+    idf * tf * (K1 + 1.0) / (tf + K1 * norm)
+}
+
+fn remove_from<T: PartialEq>(v: &mut Vec<T>, x: &T) {
+    if let Some(i) = v.iter().position(|y| y == x) {
+        v.swap_remove(i);
+    }
+}
+
+impl Catalogue {
+    /// An empty catalogue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Package versions held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no version is held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Distinct package names held.
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Inserts a version with the fingerprint SHA-256(postcard(package)). See
+    /// [`Catalogue::insert_with_fingerprint`].
+    pub fn insert(&mut self, package: Package) -> InsertOutcome {
+        let mut package = package;
+        package.id = package.canonical_id();
+        let fp = sha256(&postcard::to_allocvec(&package).expect("Package encodes"));
+        self.insert_with_fingerprint(package, fp)
+    }
+
+    /// Inserts (or replaces) the version `name@version` of `package`, whose record has this
+    /// fingerprint. `package.id` is set to its canonical `name@version`.
+    pub fn insert_with_fingerprint(
+        &mut self,
+        mut package: Package,
+        fingerprint: [u8; 32],
+    ) -> InsertOutcome {
+        package.id = package.canonical_id();
+        let mut outcome = if self.names.contains_key(&package.name) {
+            InsertOutcome::NewVersion
+        } else {
+            InsertOutcome::NewName
+        };
+        if let Some(&slot) = self.ids.get(&package.id) {
+            let doc = self.docs[slot as usize].as_ref().expect("live doc");
+            if doc.fingerprint == fingerprint && doc.package == package {
+                return InsertOutcome::Unchanged;
+            }
+            self.remove(&package.id.clone());
+            outcome = InsertOutcome::Replaced;
+        }
+        self.add_doc(package, fingerprint);
+        outcome
+    }
+
+    fn add_doc(&mut self, package: Package, fingerprint: [u8; 32]) {
+        let name_id = self.name_id_or_insert(&package.name);
+        let slot = match self.free_docs.pop() {
+            Some(s) => s,
+            None => {
+                self.docs.push(None);
+                (self.docs.len() - 1) as u32
+            }
+        };
+        // Fields: name, keywords + tags, description.
+        let mut fields: [Vec<String>; 3] = [
+            tokenize(&package.name),
+            package
+                .metadata
+                .keywords
+                .iter()
+                .chain(&package.tags)
+                .flat_map(|s| tokenize(s))
+                .collect(),
+            tokenize(&package.description),
+        ];
+        let lens = [
+            fields[0].len() as u32,
+            fields[1].len() as u32,
+            fields[2].len() as u32,
+        ];
+        let mut tfs: HashMap<String, [u16; 3]> = HashMap::new();
+        for (f, toks) in fields.iter_mut().enumerate() {
+            for t in toks.drain(..) {
+                let e = tfs.entry(t).or_default();
+                e[f] = e[f].saturating_add(1);
+            }
+        }
+        let mut terms = Vec::with_capacity(tfs.len());
+        for (t, tf) in tfs {
+            let t: Box<str> = t.into();
+            self.postings
+                .entry(t.clone())
+                .or_default()
+                .push(Posting { doc: slot, tf });
+            terms.push(t);
+        }
+        for (f, l) in lens.iter().enumerate() {
+            self.len_sums[f] += u64::from(*l);
+        }
+        let mut tags: Vec<String> = package.tags.iter().map(|t| t.to_lowercase()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let doc = Doc {
+            fingerprint,
+            name_id,
+            version: VersionKey::of(&package.version),
+            category: package.category.to_lowercase(),
+            tags,
+            lens,
+            terms,
+            bucket_hash: bucket_hash(&package.id),
+            package,
+        };
+        self.ids.insert(doc.package.id.clone(), slot);
+        let key = (&doc.version, &doc.package.id);
+        let entry = self.name_slots[name_id as usize]
+            .as_mut()
+            .expect("live name");
+        let docs = &self.docs;
+        let pos = entry.versions.partition_point(|&s| {
+            let d = docs[s as usize].as_ref().expect("live doc");
+            (&d.version, &d.package.id) < key
+        });
+        entry.versions.insert(pos, slot);
+        self.docs[slot as usize] = Some(doc);
+    }
+
+    fn name_id_or_insert(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.names.get(name) {
+            return id;
+        }
+        let id = match self.free_names.pop() {
+            Some(s) => s,
+            None => {
+                self.name_slots.push(None);
+                (self.name_slots.len() - 1) as u32
+            }
+        };
+        let lname = name.to_lowercase();
+        let mut tokens = tokenize(name);
+        tokens.sort_unstable();
+        tokens.dedup();
+        let norm = normalise(name);
+        self.by_norm.entry(norm.clone()).or_default().push(id);
+        for tri in trigrams_of(&lname) {
+            self.trigrams.entry(tri).or_default().push(id);
+        }
+        for t in &tokens {
+            self.add_name_token(t, id);
+        }
+        self.names.insert(name.to_string(), id);
+        self.name_slots[id as usize] = Some(NameEntry {
+            name: name.to_string(),
+            norm,
+            tokens,
+            versions: Vec::new(),
+        });
+        id
+    }
+
+    fn add_name_token(&mut self, token: &str, name_id: u32) {
+        if let Some(&tid) = self.tokens.get(token) {
+            self.token_slots[tid as usize]
+                .as_mut()
+                .expect("live token")
+                .names
+                .push(name_id);
+            return;
+        }
+        let tid = match self.free_tokens.pop() {
+            Some(s) => s,
+            None => {
+                self.token_slots.push(None);
+                (self.token_slots.len() - 1) as u32
+            }
+        };
+        let text: Box<str> = token.into();
+        let depth = token_depth(token.chars().count());
+        if depth > 0 {
+            for h in deletion_hashes(token, depth) {
+                self.deletions.entry(h).or_default().push(tid);
+            }
+        }
+        self.tokens.insert(text.clone(), tid);
+        self.token_slots[tid as usize] = Some(TokenEntry {
+            text,
+            names: vec![name_id],
+        });
+    }
+
+    fn remove_name_token(&mut self, token: &str, name_id: u32) {
+        let Some(&tid) = self.tokens.get(token) else {
+            return;
+        };
+        let entry = self.token_slots[tid as usize].as_mut().expect("live token");
+        remove_from(&mut entry.names, &name_id);
+        if !entry.names.is_empty() {
+            return;
+        }
+        let depth = token_depth(token.chars().count());
+        if depth > 0 {
+            for h in deletion_hashes(token, depth) {
+                if let Some(v) = self.deletions.get_mut(&h) {
+                    remove_from(v, &tid);
+                    if v.is_empty() {
+                        self.deletions.remove(&h);
+                    }
+                }
+            }
+        }
+        self.tokens.remove(token);
+        self.token_slots[tid as usize] = None;
+        self.free_tokens.push(tid);
+    }
+
+    fn remove_name(&mut self, name_id: u32) {
+        let entry = self.name_slots[name_id as usize].take().expect("live name");
+        self.names.remove(&entry.name);
+        if let Some(v) = self.by_norm.get_mut(&entry.norm) {
+            remove_from(v, &name_id);
+            if v.is_empty() {
+                self.by_norm.remove(&entry.norm);
+            }
+        }
+        for tri in trigrams_of(&entry.name.to_lowercase()) {
+            if let Some(v) = self.trigrams.get_mut(&tri) {
+                remove_from(v, &name_id);
+                if v.is_empty() {
+                    self.trigrams.remove(&tri);
+                }
+            }
+        }
+        for t in &entry.tokens {
+            self.remove_name_token(t, name_id);
+        }
+        self.free_names.push(name_id);
+    }
+
+    /// Removes the version with this id (`name@version`), returning it.
+    pub fn remove(&mut self, id: &str) -> Option<Package> {
+        let slot = self.ids.remove(id)?;
+        let doc = self.docs[slot as usize].take().expect("live doc");
+        self.free_docs.push(slot);
+        for t in &doc.terms {
+            if let Some(p) = self.postings.get_mut(t) {
+                if let Some(i) = p.iter().position(|p| p.doc == slot) {
+                    p.swap_remove(i);
+                }
+                if p.is_empty() {
+                    self.postings.remove(t);
+                }
+            }
+        }
+        for (f, l) in doc.lens.iter().enumerate() {
+            self.len_sums[f] -= u64::from(*l);
+        }
+        let entry = self.name_slots[doc.name_id as usize]
+            .as_mut()
+            .expect("live name");
+        if let Some(i) = entry.versions.iter().position(|&s| s == slot) {
+            entry.versions.remove(i);
+        }
+        if entry.versions.is_empty() {
+            self.remove_name(doc.name_id);
+        }
+        Some(doc.package)
+    }
+
+    fn doc(&self, slot: u32) -> &Doc {
+        self.docs[slot as usize].as_ref().expect("live doc")
+    }
+
+    /// The version with this id (`name@version`).
+    pub fn get(&self, id: &str) -> Option<&Package> {
+        self.ids.get(id).map(|&s| &self.doc(s).package)
+    }
+
+    /// The fingerprint of the record with this id.
+    pub fn fingerprint(&self, id: &str) -> Option<[u8; 32]> {
+        self.ids.get(id).map(|&s| self.doc(s).fingerprint)
+    }
+
+    /// Every version of `name`, lowest first (semver order; invalid versions first, by
+    /// string).
+    pub fn versions(&self, name: &str) -> Vec<&Package> {
+        self.names
+            .get(name)
+            .map(|&n| {
+                self.name_slots[n as usize]
+                    .as_ref()
+                    .expect("live name")
+                    .versions
+                    .iter()
+                    .map(|&s| &self.doc(s).package)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The highest version of `name`.
+    pub fn latest(&self, name: &str) -> Option<&Package> {
+        let &n = self.names.get(name)?;
+        let entry = self.name_slots[n as usize].as_ref().expect("live name");
+        entry.versions.last().map(|&s| &self.doc(s).package)
+    }
+
+    /// Every version, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Package> + '_ {
+        self.ids.values().map(|&s| &self.doc(s).package)
+    }
+
+    /// SHA-256 over every record (id and fingerprint) in id order.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for (id, &s) in &self.ids {
+            Self::feed(&mut h, id, &self.doc(s).fingerprint);
+        }
+        h.finalize().into()
+    }
+
+    fn feed(h: &mut Sha256, id: &str, fp: &[u8; 32]) {
+        h.update((id.len() as u32).to_be_bytes());
+        h.update(id.as_bytes());
+        h.update(fp);
+    }
+
+    /// The bucket (of `buckets`) that holds `id`. `buckets` must be non-zero.
+    pub fn bucket_of(id: &str, buckets: u16) -> u16 {
+        (bucket_hash(id) % u64::from(buckets.max(1))) as u16
+    }
+
+    /// [`Catalogue::digest`] of each bucket's records. Empty if `buckets` is 0.
+    pub fn bucket_digests(&self, buckets: u16) -> Vec<[u8; 32]> {
+        if buckets == 0 {
+            return Vec::new();
+        }
+        let mut hs = vec![Sha256::new(); usize::from(buckets)];
+        for (id, &s) in &self.ids {
+            let d = self.doc(s);
+            let b = (d.bucket_hash % u64::from(buckets)) as usize;
+            Self::feed(&mut hs[b], id, &d.fingerprint);
+        }
+        hs.into_iter().map(|h| h.finalize().into()).collect()
+    }
+
+    /// Ids of the records in `bucket` (of `buckets`), in id order.
+    pub fn ids_in_bucket(&self, bucket: u16, buckets: u16) -> Vec<String> {
+        if buckets == 0 {
+            return Vec::new();
+        }
+        self.ids
+            .iter()
+            .filter(|&(_, &s)| self.doc(s).bucket_hash % u64::from(buckets) == u64::from(bucket))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Searches the catalogue (see the [module docs](self) for filters and scoring).
+    /// `peer_counts` gives the known providers of a result's package.
+    pub fn search(&self, q: &Query, peer_counts: impl Fn(&Package) -> usize) -> Vec<SearchResult> {
+        if q.limit == 0 || self.ids.is_empty() {
+            return Vec::new();
+        }
+        let category = q.category.as_ref().map(|c| c.to_lowercase());
+        let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let min_downloads = q.min_downloads.unwrap_or(0);
+        let pick = |name_id: u32| -> Option<u32> {
+            let entry = self.name_slots[name_id as usize].as_ref()?;
+            entry.versions.iter().rev().copied().find(|&s| {
+                self.doc(s)
+                    .passes(category.as_deref(), &tags, min_downloads)
+            })
+        };
+
+        let mut terms: Vec<String> = Vec::new();
+        for t in q.keywords.iter().flat_map(|k| tokenize(k)) {
+            if !terms.contains(&t) {
+                terms.push(t);
+            }
+        }
+        terms.truncate(MAX_QUERY_TERMS);
+
+        // (score, name_id, doc slot)
+        let mut hits: Vec<(f64, u32, u32)> = Vec::new();
+        if terms.is_empty() {
+            for &n in self.names.values() {
+                if let Some(s) = pick(n) {
+                    hits.push(((self.doc(s).package.downloads as f64).ln_1p(), n, s));
+                }
+            }
+        } else {
+            self.score_keywords(q, &terms, &pick, &mut hits);
+        }
+
+        let cmp = |a: &(f64, u32, u32), b: &(f64, u32, u32)| {
+            b.0.total_cmp(&a.0).then_with(|| {
+                let na = &self.doc(a.2).package.name;
+                let nb = &self.doc(b.2).package.name;
+                na.cmp(nb)
+            })
+        };
+        if hits.len() > q.limit {
+            hits.select_nth_unstable_by(q.limit - 1, cmp);
+            hits.truncate(q.limit);
+        }
+        hits.sort_unstable_by(cmp);
+        hits.into_iter()
+            .map(|(score, _, s)| {
+                let package = self.doc(s).package.clone();
+                let peer_count = peer_counts(&package);
+                SearchResult {
+                    package,
+                    score,
+                    peer_count,
+                }
+            })
+            .collect()
+    }
+
+    fn score_keywords(
+        &self,
+        q: &Query,
+        terms: &[String],
+        pick: &dyn Fn(u32) -> Option<u32>,
+        hits: &mut Vec<(f64, u32, u32)>,
+    ) {
+        let n_docs = self.ids.len() as f64;
+        let idf = |df: usize| (1.0 + (n_docs - df as f64 + 0.5) / (df as f64 + 0.5)).ln();
+        let idf_max = idf(1);
+        let avg = self.len_sums.map(|s| s as f64 / n_docs);
+
+        // Per-version text score from the inverted index (name tokens, keywords, description).
+        let mut doc_score = vec![0.0f64; self.docs.len()];
+        let mut touched: Vec<u32> = Vec::new();
+        // Per-name structural score (exact, prefix, substring, typo).
+        let mut name_score: HashMap<u32, f64> = HashMap::new();
+
+        // Exact names.
+        let exact = |ids: &[u32], w: f64, name_score: &mut HashMap<u32, f64>| {
+            for &n in ids {
+                let e = name_score.entry(n).or_insert(0.0);
+                if *e < w {
+                    *e = w;
+                }
+            }
+        };
+        let by_norm = |k: &str| self.by_norm.get(k).map_or(&[][..], Vec::as_slice);
+        let by_name = |k: &str| self.names.get(k).map_or(&[][..], std::slice::from_ref);
+        let whole: Vec<String> = q.keywords.iter().map(|k| k.trim().to_lowercase()).collect();
+        exact(by_name(&whole.join("-")), EXACT, &mut name_score);
+        exact(by_norm(&terms.join("-")), EXACT_NORMALISED, &mut name_score);
+        if whole.len() > 1 {
+            for k in &whole {
+                exact(by_name(k), EXACT_KEYWORD, &mut name_score);
+                exact(
+                    by_norm(&normalise(k)),
+                    EXACT_KEYWORD_NORMALISED,
+                    &mut name_score,
+                );
+            }
+        }
+
+        let mut best: HashMap<u32, f64> = HashMap::new();
+        for t in terms {
+            let postings = self.postings.get(t.as_str());
+            if let Some(ps) = postings {
+                let w = idf(ps.len()) / idf_max;
+                for p in ps {
+                    let d = self.doc(p.doc);
+                    let mut s = 0.0;
+                    if p.tf[F_NAME] > 0 {
+                        s += NAME_TOKEN
+                            + NAME_TOKEN_BM25 * bm25(w, p.tf[F_NAME], d.lens[F_NAME], avg[F_NAME]);
+                    }
+                    if p.tf[F_KEYWORDS] > 0 {
+                        s += KEYWORD
+                            + KEYWORD_BM25
+                                * bm25(w, p.tf[F_KEYWORDS], d.lens[F_KEYWORDS], avg[F_KEYWORDS]);
+                    }
+                    if p.tf[F_DESCRIPTION] > 0 {
+                        s += DESCRIPTION_BM25
+                            * bm25(
+                                w,
+                                p.tf[F_DESCRIPTION],
+                                d.lens[F_DESCRIPTION],
+                                avg[F_DESCRIPTION],
+                            );
+                    }
+                    let acc = &mut doc_score[p.doc as usize];
+                    if *acc == 0.0 {
+                        touched.push(p.doc);
+                    }
+                    *acc += s;
+                }
+            }
+
+            // Name-level matches for names that do not have `t` as a token.
+            best.clear();
+            let offer = |n: u32, w: f64, best: &mut HashMap<u32, f64>| {
+                let e = best.entry(n).or_insert(0.0);
+                if *e < w {
+                    *e = w;
+                }
+            };
+            let tlen = t.chars().count();
+            if tlen >= 3 {
+                let tris = trigrams_of(t);
+                let smallest = tris
+                    .iter()
+                    .map(|tri| self.trigrams.get(tri).map_or(&[][..], |v| v.as_slice()))
+                    .min_by_key(|v| v.len())
+                    .unwrap_or(&[]);
+                for &n in smallest {
+                    let e = self.name_slots[n as usize].as_ref().expect("live name");
+                    let lname = e.name.to_lowercase();
+                    if lname.starts_with(t.as_str()) {
+                        offer(n, NAME_PREFIX, &mut best);
+                    } else if lname.contains(t.as_str()) {
+                        offer(n, NAME_SUBSTRING, &mut best);
+                    }
+                }
+            } else if tlen == 2 {
+                for (name, &n) in self.names.range(t.clone()..) {
+                    if !name.starts_with(t.as_str()) {
+                        break;
+                    }
+                    offer(n, NAME_PREFIX, &mut best);
+                }
+            }
+            let maxd = query_typo_distance(tlen);
+            if maxd > 0 && !self.tokens.contains_key(t.as_str()) {
+                let discount = if postings.is_some() {
+                    TYPO_KNOWN_WORD
+                } else {
+                    1.0
+                };
+                let mut seen: Vec<u32> = Vec::new();
+                for h in deletion_hashes(t, maxd) {
+                    for &tid in self.deletions.get(&h).into_iter().flatten() {
+                        if seen.contains(&tid) {
+                            continue;
+                        }
+                        seen.push(tid);
+                        let tok = self.token_slots[tid as usize].as_ref().expect("live token");
+                        let d = strsim::damerau_levenshtein(t, &tok.text);
+                        if d == 0 || d > maxd {
+                            continue;
+                        }
+                        for &n in &tok.names {
+                            let e = self.name_slots[n as usize].as_ref().expect("live name");
+                            let whole = e.tokens.len() == 1;
+                            let w = match (d, whole) {
+                                (1, true) => TYPO1_WHOLE,
+                                (1, false) => TYPO1_TOKEN,
+                                (_, true) => TYPO2_WHOLE,
+                                (_, false) => TYPO2_TOKEN,
+                            };
+                            offer(n, w * discount, &mut best);
+                        }
+                    }
+                }
+            }
+            for (&n, &w) in &best {
+                let e = self.name_slots[n as usize].as_ref().expect("live name");
+                if e.tokens.binary_search(t).is_err() {
+                    *name_score.entry(n).or_insert(0.0) += w;
+                }
+            }
+        }
+
+        let mut seen = vec![false; self.name_slots.len()];
+        let mut consider = |n: u32, hits: &mut Vec<(f64, u32, u32)>| {
+            if std::mem::replace(&mut seen[n as usize], true) {
+                return;
+            }
+            let Some(s) = pick(n) else { return };
+            let text = doc_score[s as usize] + name_score.get(&n).copied().unwrap_or(0.0);
+            if text > 0.0 {
+                let pop = POPULARITY * (self.doc(s).package.downloads as f64).ln_1p();
+                hits.push((text + pop, n, s));
+            }
+        };
+        for &d in &touched {
+            consider(self.doc(d).name_id, hits);
+        }
+        for &n in name_score.keys() {
+            consider(n, hits);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(name: &str, version: &str) -> Package {
+        Package::new(name.to_string(), version.to_string())
+    }
+
+    fn rich(name: &str, desc: &str, cat: &str, tags: &[&str], kw: &[&str], dl: u64) -> Package {
+        let mut p = pkg(name, "1.0.0");
+        p.description = desc.to_string();
+        p.category = cat.to_string();
+        p.tags = tags.iter().map(|s| s.to_string()).collect();
+        p.metadata.keywords = kw.iter().map(|s| s.to_string()).collect();
+        p.downloads = dl;
+        p
+    }
+
+    fn names(r: &[SearchResult]) -> Vec<&str> {
+        r.iter().map(|r| r.package.name.as_str()).collect()
+    }
+
+    #[test]
+    fn insert_outcomes_and_versions() {
+        let mut c = Catalogue::new();
+        let first = pkg("a", "1.0.0");
+        assert_eq!(c.insert(first.clone()), InsertOutcome::NewName);
+        assert_eq!(c.insert(first), InsertOutcome::Unchanged);
+        assert_eq!(c.insert(pkg("a", "1.10.0")), InsertOutcome::NewVersion);
+        assert_eq!(c.insert(pkg("a", "1.2.0")), InsertOutcome::NewVersion);
+        assert_eq!(c.insert(pkg("a", "2.0.0-rc.1")), InsertOutcome::NewVersion);
+        assert_eq!(c.insert(pkg("a", "garbage")), InsertOutcome::NewVersion);
+        let mut changed = c.get("a@1.2.0").unwrap().clone();
+        changed.description = "new".into();
+        assert_eq!(c.insert(changed), InsertOutcome::Replaced);
+        assert_eq!(c.get("a@1.2.0").unwrap().description, "new");
+        let vs: Vec<&str> = c.versions("a").iter().map(|p| p.version.as_str()).collect();
+        assert_eq!(vs, ["garbage", "1.0.0", "1.2.0", "1.10.0", "2.0.0-rc.1"]);
+        assert_eq!(c.latest("a").unwrap().version, "2.0.0-rc.1");
+        c.insert(pkg("a", "2.0.0"));
+        assert_eq!(c.latest("a").unwrap().version, "2.0.0");
+        assert_eq!(c.len(), 6);
+        assert_eq!(c.name_count(), 1);
+        assert!(c.latest("b").is_none());
+        assert!(c.versions("b").is_empty());
+    }
+
+    #[test]
+    fn id_is_canonical() {
+        let mut c = Catalogue::new();
+        let mut p = pkg("x", "1.0.0");
+        p.id = "stale".into();
+        c.insert(p);
+        assert_eq!(c.get("x@1.0.0").unwrap().id, "x@1.0.0");
+        assert!(c.get("stale").is_none());
+    }
+
+    #[test]
+    fn remove_clears_indexes() {
+        let mut c = Catalogue::new();
+        c.insert(rich(
+            "tokio",
+            "async runtime",
+            "net",
+            &["async"],
+            &["io"],
+            10,
+        ));
+        c.insert(rich("serde", "serialization", "enc", &[], &[], 10));
+        assert_eq!(c.remove("tokio@1.0.0").unwrap().name, "tokio");
+        assert!(c.remove("tokio@1.0.0").is_none());
+        assert_eq!(c.len(), 1);
+        assert!(
+            c.search(&Query::new(vec!["tokio".into()]), |_| 0)
+                .is_empty()
+        );
+        assert!(
+            c.search(&Query::new(vec!["async".into()]), |_| 0)
+                .is_empty()
+        );
+        assert!(
+            c.search(&Query::new(vec!["tokoi".into()]), |_| 0)
+                .is_empty()
+        );
+        assert!(c.postings.get("async").is_none());
+        assert!(c.tokens.get("tokio").is_none());
+        // Slots are reused.
+        c.insert(rich(
+            "tokio",
+            "async runtime",
+            "net",
+            &["async"],
+            &["io"],
+            10,
+        ));
+        assert_eq!(c.docs.len(), 2);
+        assert_eq!(
+            names(&c.search(&Query::new(vec!["tokoi".into()]), |_| 0)),
+            ["tokio"]
+        );
+        c.remove("tokio@1.0.0");
+        c.remove("serde@1.0.0");
+        assert!(c.is_empty());
+        assert!(c.deletions.is_empty() && c.trigrams.is_empty() && c.postings.is_empty());
+        assert_eq!(c.len_sums, [0, 0, 0]);
+    }
+
+    #[test]
+    fn digests_track_content_and_buckets() {
+        let mut a = Catalogue::new();
+        let mut b = Catalogue::new();
+        assert_eq!(a.digest(), b.digest());
+        for i in 0..50 {
+            a.insert_with_fingerprint(pkg(&format!("p{i}"), "1.0.0"), [i as u8; 32]);
+        }
+        for i in (0..50).rev() {
+            b.insert_with_fingerprint(pkg(&format!("p{i}"), "1.0.0"), [i as u8; 32]);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.bucket_digests(16), b.bucket_digests(16));
+        b.insert_with_fingerprint(pkg("p7", "1.0.0"), [99; 32]);
+        assert_ne!(a.digest(), b.digest());
+        let (da, db) = (a.bucket_digests(16), b.bucket_digests(16));
+        let differing: Vec<u16> = (0..16u16)
+            .filter(|&i| da[i as usize] != db[i as usize])
+            .collect();
+        assert_eq!(differing, [Catalogue::bucket_of("p7@1.0.0", 16)]);
+        assert!(
+            a.ids_in_bucket(differing[0], 16)
+                .contains(&"p7@1.0.0".to_string())
+        );
+        let total: usize = (0..16).map(|i| a.ids_in_bucket(i, 16).len()).sum();
+        assert_eq!(total, 50);
+        assert!(a.bucket_digests(0).is_empty());
+        assert_eq!(a.fingerprint("p7@1.0.0"), Some([7; 32]));
+    }
+
+    #[test]
+    fn insert_fingerprint_is_postcard_hash() {
+        let mut c = Catalogue::new();
+        let p = pkg("x", "1.0.0");
+        let fp = sha256(&postcard::to_allocvec(&p).unwrap());
+        c.insert(p);
+        assert_eq!(c.fingerprint("x@1.0.0"), Some(fp));
+    }
+
+    fn small() -> Catalogue {
+        let mut c = Catalogue::new();
+        c.insert(rich(
+            "serde",
+            "A serialization framework",
+            "encoding",
+            &["serde"],
+            &["serialization"],
+            1000,
+        ));
+        c.insert(rich(
+            "serde-json",
+            "JSON support for serde",
+            "encoding",
+            &["json"],
+            &["serde", "json"],
+            5000,
+        ));
+        c.insert(rich(
+            "serde_yaml",
+            "YAML support for serde",
+            "encoding",
+            &["yaml"],
+            &["serde"],
+            800,
+        ));
+        c.insert(rich("serdex", "Extras for serde", "encoding", &[], &[], 10));
+        c.insert(rich(
+            "tokio",
+            "An async runtime",
+            "async",
+            &["async", "net"],
+            &["runtime"],
+            9000,
+        ));
+        c.insert(rich(
+            "tokio-util",
+            "Utilities for tokio",
+            "async",
+            &["async"],
+            &[],
+            4000,
+        ));
+        c.insert(rich(
+            "simdjson",
+            "Fast parser",
+            "encoding",
+            &["json"],
+            &[],
+            300,
+        ));
+        c.insert(rich("mytool", "works with tokio", "cli", &[], &[], 100_000));
+        c
+    }
+
+    #[test]
+    fn exact_name_first() {
+        let c = small();
+        let r = c.search(&Query::new(vec!["serde".into()]), |_| 3);
+        assert_eq!(r[0].package.name, "serde");
+        assert!(r.iter().all(|r| r.peer_count == 3 && r.score > 0.0));
+        assert!(r.windows(2).all(|w| w[0].score >= w[1].score));
+        let r = c.search(&Query::new(vec!["tokio".into()]), |_| 0);
+        assert_eq!(names(&r), ["tokio", "tokio-util", "mytool"]);
+    }
+
+    #[test]
+    fn normalised_exact_and_joined() {
+        let c = small();
+        let r = c.search(&Query::new(vec!["serde".into(), "yaml".into()]), |_| 0);
+        assert_eq!(r[0].package.name, "serde_yaml");
+        let r = c.search(&Query::new(vec!["serde-yaml".into()]), |_| 0);
+        assert_eq!(r[0].package.name, "serde_yaml");
+    }
+
+    #[test]
+    fn prefix_substring_and_typos() {
+        let c = small();
+        let r = c.search(&Query::new(vec!["tok".into()]), |_| 0);
+        assert_eq!(names(&r), ["tokio", "tokio-util"]);
+        let r = c.search(&Query::new(vec!["json".into()]), |_| 0);
+        assert_eq!(names(&r), ["serde-json", "simdjson"]);
+        let r = c.search(&Query::new(vec!["tokoi".into()]), |_| 0);
+        assert_eq!(names(&r), ["tokio", "tokio-util"]);
+        let r = c.search(&Query::new(vec!["sered".into()]), |_| 0);
+        assert_eq!(r[0].package.name, "serde");
+        // Too short for typos.
+        assert!(c.search(&Query::new(vec!["tko".into()]), |_| 0).is_empty());
+    }
+
+    #[test]
+    fn filters() {
+        let c = small();
+        let q = Query::new(vec!["serde".into()]).with_category("ENCODING".into());
+        assert!(
+            c.search(&q, |_| 0)
+                .iter()
+                .all(|r| r.package.category == "encoding")
+        );
+        let q = Query::default().with_tags(vec!["Async".into(), "net".into()]);
+        assert_eq!(names(&c.search(&q, |_| 0)), ["tokio"]);
+        let q = Query::default().with_min_downloads(4000);
+        assert_eq!(
+            names(&c.search(&q, |_| 0)),
+            ["mytool", "tokio", "serde-json", "tokio-util"]
+        );
+        let q = Query::default().with_limit(2);
+        assert_eq!(names(&c.search(&q, |_| 0)), ["mytool", "tokio"]);
+        assert!(c.search(&Query::default().with_limit(0), |_| 0).is_empty());
+    }
+
+    #[test]
+    fn latest_passing_version_per_name() {
+        let mut c = Catalogue::new();
+        let mut old = rich("lib", "old", "x", &[], &[], 500);
+        old.version = "1.0.0".into();
+        let mut new = rich("lib", "new", "x", &[], &[], 5);
+        new.version = "2.0.0".into();
+        c.insert(old);
+        c.insert(new);
+        let r = c.search(&Query::new(vec!["lib".into()]), |_| 0);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].package.version, "2.0.0");
+        let r = c.search(
+            &Query::new(vec!["lib".into()]).with_min_downloads(100),
+            |_| 0,
+        );
+        assert_eq!(r[0].package.version, "1.0.0");
+    }
+}
