@@ -146,6 +146,9 @@ pub struct RegistryConfig {
     pub packages_topic: String,
     /// Seconds between anti-entropy syncs with a random peer (default 30).
     pub sync_interval: u64,
+    /// Fetch, keep and serve the content of every package this node admits (a seeder, e.g.
+    /// a bootstrap host), up to `registry.content.max_content_size` each (default false).
+    pub replicate_content: bool,
     /// The RPC layer's settings.
     pub rpc: RpcConfig,
     /// Content transfer settings.
@@ -159,6 +162,7 @@ impl Default for RegistryConfig {
             catalogue: true,
             packages_topic: "packages".to_string(),
             sync_interval: 30,
+            replicate_content: false,
             rpc: RpcConfig::default(),
             content: ContentConfig::default(),
         }

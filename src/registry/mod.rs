@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod facade;
 pub mod index;
 pub mod protocol;
 pub mod signed;
@@ -15,9 +16,10 @@ pub mod types;
 
 pub use config::{
     BootstrapConfig, BootstrapNode, DHTConfig, GossipsubConfig, KeyType, NetworkConfig, P2PConfig,
-    Protocol, SecurityConfig,
+    Protocol, RegistryConfig, SecurityConfig,
 };
 pub use error::{RegistryError, Result, is_transient};
+pub use facade::{BoxFuture, P2PRegistry, P2PRegistryBuilder, Registry};
 pub use index::{Catalogue, InsertOutcome};
 pub use signed::SignedPackage;
 pub use types::{
