@@ -559,8 +559,14 @@ impl Store {
 
     /// Removes the record of package `id`; whether there was one.
     pub fn remove_record(&self, id: &str) -> Result<bool> {
-        let existed = self.get_record(id)?.is_some();
-        self.apply_one(Op::RemoveRecord(id.to_string()))?;
+        let txn = self.db.begin_write().map_err(db)?;
+        let existed = txn
+            .open_table(RECORDS)
+            .map_err(db)?
+            .remove(id)
+            .map_err(db)?
+            .is_some();
+        txn.commit().map_err(db)?;
         Ok(existed)
     }
 
@@ -780,7 +786,8 @@ impl Store {
     }
 
     /// Stores `bytes` under `hash` atomically and durably, refusing bytes that do not hash
-    /// to it. Storing a blob that is already there is a no-op. Returns the blob's path.
+    /// to it. Storing a blob that is already there (with the right size) is a no-op; a
+    /// damaged copy of another size is replaced. Returns the blob's path.
     pub fn put_blob(&self, hash: &ContentHash, bytes: &[u8]) -> Result<PathBuf> {
         let actual = ContentHash::of(bytes);
         if actual != *hash {
@@ -790,7 +797,7 @@ impl Store {
             });
         }
         let path = self.blob_path(hash);
-        if path.is_file() {
+        if blob_len(&path) == Some(bytes.len() as u64) {
             return Ok(path);
         }
         let shard = self.shard_dir(hash)?;
@@ -828,6 +835,7 @@ impl Store {
             tmp.write_all(&buf[..n]).map_err(io_at(tmp.path()))?;
         }
         let hash = ContentHash(hasher.finalize().into());
+        let len = tmp.as_file().metadata().map_err(io_at(tmp.path()))?.len();
         if let Some(expected) = expected {
             if expected != hash {
                 return Err(StoreError::HashMismatch {
@@ -836,7 +844,7 @@ impl Store {
                 });
             }
         }
-        if self.has_blob(&hash) {
+        if blob_len(&self.blob_path(&hash)) == Some(len) {
             return Ok(hash);
         }
         let shard = self.shard_dir(&hash)?;
@@ -970,6 +978,13 @@ fn remove_stale_temps(blobs: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn blob_len(path: &Path) -> Option<u64> {
+    fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
 }
 
 fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
@@ -1155,6 +1170,9 @@ mod tests {
             s.read_blob(&h).unwrap_err(),
             StoreError::HashMismatch { .. }
         ));
+        // Storing it again repairs a damaged copy.
+        s.put_blob(&h, &data).unwrap();
+        assert_eq!(s.read_blob(&h).unwrap().unwrap(), data);
         assert!(s.remove_blob(&h).unwrap());
         assert!(!s.remove_blob(&h).unwrap());
         assert_eq!(s.read_blob(&h).unwrap(), None);
@@ -1202,6 +1220,8 @@ mod tests {
         );
         assert_eq!(s.get_record("a@2.0.0").unwrap(), None);
         assert!(!s.is_own("a@2.0.0").unwrap());
+        assert!(s.remove_record("a@1.0.0").unwrap());
+        assert!(!s.remove_record("a@1.0.0").unwrap());
     }
 
     #[test]
@@ -1248,6 +1268,12 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn store_is_shareable_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Store>();
     }
 
     #[test]
