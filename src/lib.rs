@@ -30,6 +30,14 @@ pub use identity::{Keypair, PeerId, PublicKey};
 pub use node::{Node, NodeConfig, NodeError, NodeEvent, NodeHandle};
 pub use wire::{Envelope, ProtocolId};
 
+pub use discovery::DiscoveryMethod;
+pub use registry::{
+    BootstrapConfig, BootstrapNode, DHTConfig, GossipsubConfig, KeyType, NetworkConfig,
+    NetworkStats, P2PConfig, P2PRegistry, P2PRegistryBuilder, Package, PackageMetadata,
+    PackageUpdate, Protocol, Query, Registry, RegistryError, SearchResult, SecurityConfig,
+    UpdateType, is_transient,
+};
+
 /// Hooks for the benchmarks in `benches/`: the raw QUIC endpoint with exactly the TLS
 /// configuration our transport uses, so "raw quinn stream with the same crypto" is measured
 /// against the same handshake and ciphers. Not part of the supported API.

@@ -604,9 +604,13 @@ impl P2PRegistry {
         if let Ok(mut p) = self.state.providers.write() {
             p.entry(hash).or_default().insert(self.peer_id);
         }
-        self.timed_dht(dht.start_providing(content_key(&hash)))
-            .await
-            .ok();
+        let st = self.state.clone();
+        tokio::spawn(async move {
+            add(&st.counters.dht_queries);
+            if dht.start_providing(content_key(&hash)).await.is_err() {
+                add(&st.counters.dht_failures);
+            }
+        });
         Ok(published)
     }
 
@@ -668,9 +672,13 @@ impl P2PRegistry {
         if let Ok(mut p) = self.state.providers.write() {
             p.entry(hash).or_default().insert(self.peer_id);
         }
-        let _ = self
-            .timed_dht(dht.start_providing(content_key(&hash)))
-            .await;
+        let st = self.state.clone();
+        tokio::spawn(async move {
+            add(&st.counters.dht_queries);
+            if dht.start_providing(content_key(&hash)).await.is_err() {
+                add(&st.counters.dht_failures);
+            }
+        });
         Ok(bytes)
     }
 
@@ -713,28 +721,32 @@ impl P2PRegistry {
         if update.is_none() {
             return Ok(record.package);
         }
+        // The DHT puts run in the background: a put waits for the closest peers, and one
+        // that went away costs a request timeout; the caller has its answer once the record
+        // is stored here and broadcast. Offline or alone, the record spreads by sync later.
         let value = Bytes::from(record.encode());
-        let keys = [
-            package_key(&record.package.id),
-            name_key(&record.package.name),
-        ];
-        for key in keys {
-            // Only the latest version goes under the name key.
-            if key == name_key(&record.package.name)
-                && latest_of(&self.state, &record.package.name)
-                    .is_some_and(|l| l.package.id != record.package.id)
-            {
-                continue;
-            }
-            let r = Record {
-                key,
-                value: value.clone(),
-                publisher: Some(self.peer_id),
-                ttl_secs: 0,
-            };
-            // Offline or alone: the record stays local and spreads by sync later.
-            let _ = self.timed_dht(dht.put_record(r, Some(1))).await;
+        let mut keys = vec![package_key(&record.package.id)];
+        // Only the latest version goes under the name key.
+        if latest_of(&self.state, &record.package.name)
+            .is_none_or(|l| l.package.id == record.package.id)
+        {
+            keys.push(name_key(&record.package.name));
         }
+        let (dht2, st, me) = (dht.clone(), self.state.clone(), self.peer_id);
+        tokio::spawn(async move {
+            for key in keys {
+                let r = Record {
+                    key,
+                    value: value.clone(),
+                    publisher: Some(me),
+                    ttl_secs: 0,
+                };
+                add(&st.counters.dht_queries);
+                if dht2.put_record(r, Some(1)).await.is_err() {
+                    add(&st.counters.dht_failures);
+                }
+            }
+        });
         let announcement = Announcement {
             record: record.clone(),
         }

@@ -1,0 +1,162 @@
+//! The registry across 22 real nodes on 127.0.0.1, mixing TCP and QUIC: publish on one,
+//! search on every other (positive score, the real provider count), get by id and by bare
+//! name, fetch the exact content bytes, a node started after the publish, and a node that
+//! was stopped during ten publishes and catches up when it comes back.
+
+use std::time::Duration;
+
+use ggen_p2p::registry::{
+    BootstrapNode, P2PConfig, P2PRegistry, P2PRegistryBuilder, Package, Query, Registry,
+};
+
+const T: Duration = Duration::from_secs(60);
+
+fn config(listen: &str, bootstrap: Option<(&P2PRegistry, &str)>) -> P2PConfig {
+    let mut c = P2PConfig::default();
+    c.network.listen_addresses = vec![listen.to_string()];
+    c.bootstrap.mdns_enabled = false;
+    c.registry.sync_interval = 2;
+    if let Some((b, kind)) = bootstrap {
+        let addr = b
+            .listen_addresses()
+            .into_iter()
+            .find(|a| a.contains(kind))
+            .expect("bootstrap address of that kind");
+        c.bootstrap.nodes = vec![BootstrapNode {
+            peer_id: b.local_peer_id().to_string(),
+            address: addr,
+        }];
+    }
+    c
+}
+
+async fn started(c: P2PConfig) -> P2PRegistry {
+    let r = P2PRegistryBuilder::new()
+        .with_config(c)
+        .build()
+        .expect("build");
+    r.start().await.expect("start");
+    r
+}
+
+/// Polls `f` until it returns `Some`, failing after `T`.
+async fn eventually<F, Fut, V>(what: &str, mut f: F) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<V>>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn finds(r: &P2PRegistry, name: &str) -> Option<ggen_p2p::registry::SearchResult> {
+    r.search(&Query::new(vec![name.to_string()]))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|x| x.package.name == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_two_nodes_publish_search_get_fetch_and_catch_up() {
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.2} s] {what}", t0.elapsed().as_secs_f64());
+    let hub = started(config("/ip4/127.0.0.1/tcp/0", None)).await;
+    // The hub also listens on QUIC.
+    let hub_quic = {
+        let mut c = config("/ip4/127.0.0.1/udp/0/quic-v1", Some((&hub, "/tcp/")));
+        c.network
+            .listen_addresses
+            .push("/ip4/127.0.0.1/tcp/0".into());
+        started(c).await
+    };
+    let mut nodes = vec![hub, hub_quic];
+    for i in 0..18 {
+        let c = if i % 2 == 0 {
+            config("/ip4/127.0.0.1/tcp/0", Some((&nodes[0], "/tcp/")))
+        } else {
+            config("/ip4/127.0.0.1/udp/0/quic-v1", Some((&nodes[1], "/quic")))
+        };
+        nodes.push(started(c).await);
+    }
+    for r in &nodes {
+        eventually("connected", || async {
+            (r.stats().await.connected_peers > 0).then_some(())
+        })
+        .await;
+    }
+
+    phase("all connected");
+    // Publish with content on one node.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut p = Package::new("web-kit".into(), "1.0.0".into());
+    p.category = "web".into();
+    p.tags = vec!["rust".into(), "web".into()];
+    p.description = "A toolkit for web services".into();
+    let published = nodes[3]
+        .publish_with_content(p, bytes.clone())
+        .await
+        .expect("publish");
+    assert_eq!(published.size, bytes.len() as u64);
+    assert!(published.content_hash.is_some());
+
+    phase("published");
+    // Every other node finds it, scored, with one known provider.
+    for (i, r) in nodes.iter().enumerate() {
+        let hit = eventually(&format!("node {i} finds web-kit"), || finds(r, "web-kit")).await;
+        assert!(hit.score > 0.0);
+        assert_eq!(hit.peer_count, 1, "node {i}");
+        assert_eq!(hit.package.id, "web-kit@1.0.0");
+    }
+    phase("found everywhere");
+    // Get by id and by bare name; fetch the exact bytes.
+    let got = nodes[7].get("web-kit@1.0.0").await.unwrap().expect("by id");
+    assert_eq!(got.content_hash, published.content_hash);
+    let latest = nodes[8].get("web-kit").await.unwrap().expect("by name");
+    assert_eq!(latest.version, "1.0.0");
+    assert_eq!(
+        nodes[9].fetch_content("web-kit@1.0.0").await.unwrap(),
+        bytes
+    );
+    phase("got and fetched");
+    // The fetcher is now a provider too.
+    eventually("two providers known to the fetcher", || async {
+        finds(&nodes[9], "web-kit")
+            .await
+            .filter(|h| h.peer_count == 2)
+    })
+    .await;
+
+    phase("second provider known");
+    // A node started after the publish finds it.
+    let late = started(config("/ip4/127.0.0.1/tcp/0", Some((&nodes[0], "/tcp/")))).await;
+    eventually("late node finds web-kit", || finds(&late, "web-kit")).await;
+    nodes.push(late);
+
+    phase("late node found it");
+    // Node 5 is away during ten publishes, then catches up.
+    nodes[5].stop().await.unwrap();
+    assert!(nodes[5].search(&Query::new(vec![])).await.is_err());
+    for k in 0..10 {
+        let mut p = Package::new(format!("tool-{k}"), "0.1.0".into());
+        p.category = "cli".into();
+        nodes[2].publish(p).await.unwrap();
+    }
+    phase("ten published while node 5 was away");
+    nodes[5].start().await.unwrap();
+    for k in 0..10 {
+        let name = format!("tool-{k}");
+        eventually(&format!("node 5 has {name}"), || finds(&nodes[5], &name)).await;
+    }
+    phase("node 5 caught up");
+    for r in &nodes {
+        r.stop().await.unwrap();
+    }
+    phase("stopped");
+}
