@@ -80,6 +80,9 @@
 //! lengths, a trigram index over names (substring and prefix candidates), the sorted name list
 //! (prefixes of 2 characters), and a symmetric-deletion index over distinct name tokens (all
 //! deletions of up to 1 character for tokens of 3+ characters, up to 2 for 6+) for typos.
+//! What a search reads per candidate (name, category id, tag bitmask, field lengths,
+//! downloads, latest version per name) sits in compact arrays apart from the packages, so
+//! filters and scoring of thousands of candidates stay in cache.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -197,6 +200,8 @@ struct Hot {
     category: u32,
     lens: [u32; 3],
     downloads: u64,
+    /// Bit `i` set: the version has the tag whose id is `i` (ids below 64 only).
+    tag_mask: u64,
 }
 
 #[derive(Debug)]
@@ -223,6 +228,7 @@ pub struct Catalogue {
     hot: Vec<Hot>,
     free_docs: Vec<u32>,
     categories: HashMap<String, u32>,
+    tag_ids: HashMap<String, u32>,
     ids: BTreeMap<String, u32>,
     names: BTreeMap<String, u32>,
     name_slots: Vec<Option<NameEntry>>,
@@ -454,11 +460,20 @@ impl Catalogue {
             .categories
             .entry(package.category.to_lowercase())
             .or_insert(next_category);
+        let mut tag_mask = 0u64;
+        for t in &tags {
+            let next = self.tag_ids.len() as u32;
+            let id = *self.tag_ids.entry(t.clone()).or_insert(next);
+            if id < 64 {
+                tag_mask |= 1 << id;
+            }
+        }
         self.hot[slot as usize] = Hot {
             name_id,
             category,
             lens,
             downloads: package.downloads,
+            tag_mask,
         };
         let doc = Doc {
             fingerprint,
@@ -736,13 +751,24 @@ impl Catalogue {
         let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
         tags.sort_unstable();
         tags.dedup();
+        // Tags by interned id: a mask check when every id is below 64.
+        let mut tag_query_mask = 0u64;
+        let mut tags_masked = true;
+        for t in &tags {
+            match self.tag_ids.get(t) {
+                None => return Vec::new(),
+                Some(&id) if id < 64 => tag_query_mask |= 1 << id,
+                Some(_) => tags_masked = false,
+            }
+        }
         let min_downloads = q.min_downloads.unwrap_or(0);
         let unfiltered = category.is_none() && tags.is_empty() && min_downloads == 0;
         let passes = |s: u32| {
             let h = &self.hot[s as usize];
             h.downloads >= min_downloads
                 && category.is_none_or(|c| c == h.category)
-                && (tags.is_empty() || {
+                && (h.tag_mask & tag_query_mask) == tag_query_mask
+                && (tags_masked || {
                     let d = self.doc(s);
                     tags.iter().all(|t| d.tags.binary_search(t).is_ok())
                 })
@@ -1066,8 +1092,8 @@ mod tests {
             c.search(&Query::new(vec!["tokoi".into()]), |_| 0)
                 .is_empty()
         );
-        assert!(c.postings.get("async").is_none());
-        assert!(c.tokens.get("tokio").is_none());
+        assert!(!c.postings.contains_key("async"));
+        assert!(!c.tokens.contains_key("tokio"));
         // Slots are reused.
         c.insert(rich(
             "tokio",
@@ -1256,5 +1282,24 @@ mod tests {
             |_| 0,
         );
         assert_eq!(r[0].package.version, "1.0.0");
+    }
+
+    #[test]
+    fn tag_filter_beyond_the_mask() {
+        let mut c = Catalogue::new();
+        for i in 0..70 {
+            let t = format!("t{i}");
+            c.insert(rich(&format!("p{i}"), "d", "x", &[&t, "common"], &[], i));
+        }
+        let q = Query::default().with_tags(vec!["T69".into(), "common".into()]);
+        assert_eq!(names(&c.search(&q, |_| 0)), ["p69"]);
+        let q = Query::default().with_tags(vec!["t3".into(), "COMMON".into()]);
+        assert_eq!(names(&c.search(&q, |_| 0)), ["p3"]);
+        let q = Query::default().with_tags(vec!["t3".into(), "t4".into()]);
+        assert!(c.search(&q, |_| 0).is_empty());
+        let q = Query::default().with_tags(vec!["unknown".into()]);
+        assert!(c.search(&q, |_| 0).is_empty());
+        let q = Query::default().with_category("nope".into());
+        assert!(c.search(&q, |_| 0).is_empty());
     }
 }
