@@ -80,6 +80,9 @@
 //! lengths, a trigram index over names (substring and prefix candidates), the sorted name list
 //! (prefixes of 2 characters), and a symmetric-deletion index over distinct name tokens (all
 //! deletions of up to 1 character for tokens of 3+ characters, up to 2 for 6+) for typos.
+//! What a search reads per candidate (name, category id, tag bitmask, field lengths,
+//! downloads, latest version per name) sits in compact arrays apart from the packages, so
+//! filters and scoring of thousands of candidates stay in cache.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -110,6 +113,7 @@ const KEYWORD_BM25: f64 = 2.0;
 const DESCRIPTION_BM25: f64 = 1.0;
 const POPULARITY: f64 = 0.03;
 
+const NONE: u32 = u32::MAX;
 const F_NAME: usize = 0;
 const F_KEYWORDS: usize = 1;
 const F_DESCRIPTION: usize = 2;
@@ -155,24 +159,55 @@ struct Doc {
     fingerprint: [u8; 32],
     name_id: u32,
     version: VersionKey,
-    category: String,
     tags: Vec<String>,
     lens: [u32; 3],
     terms: Vec<Box<str>>,
     bucket_hash: u64,
 }
 
-impl Doc {
-    fn passes(&self, category: Option<&str>, tags: &[String], min_downloads: u64) -> bool {
-        self.package.downloads >= min_downloads
-            && category.is_none_or(|c| c == self.category)
-            && tags.iter().all(|t| self.tags.binary_search(t).is_ok())
+/// Name-level scores of one search, dense by name slot.
+struct NameScores {
+    score: Vec<f64>,
+    touched: Vec<u32>,
+}
+
+impl NameScores {
+    fn touch(&mut self, n: u32) -> &mut f64 {
+        let e = &mut self.score[n as usize];
+        if *e == 0.0 {
+            self.touched.push(n);
+        }
+        e
     }
+
+    fn raise(&mut self, n: u32, w: f64) {
+        let e = self.touch(n);
+        if *e < w {
+            *e = w;
+        }
+    }
+
+    fn add(&mut self, n: u32, w: f64) {
+        *self.touch(n) += w;
+    }
+}
+
+/// The per-version data a search reads for every candidate, kept compact and apart from the
+/// (large) package so that scanning thousands of candidates stays in cache.
+#[derive(Clone, Copy, Debug, Default)]
+struct Hot {
+    name_id: u32,
+    category: u32,
+    lens: [u32; 3],
+    downloads: u64,
+    /// Bit `i` set: the version has the tag whose id is `i` (ids below 64 only).
+    tag_mask: u64,
 }
 
 #[derive(Debug)]
 struct NameEntry {
     name: String,
+    lname: String,
     norm: String,
     tokens: Vec<String>,
     /// Doc slots, ascending by version.
@@ -190,10 +225,15 @@ struct TokenEntry {
 #[derive(Debug, Default)]
 pub struct Catalogue {
     docs: Vec<Option<Doc>>,
+    hot: Vec<Hot>,
     free_docs: Vec<u32>,
+    categories: HashMap<String, u32>,
+    tag_ids: HashMap<String, u32>,
     ids: BTreeMap<String, u32>,
     names: BTreeMap<String, u32>,
     name_slots: Vec<Option<NameEntry>>,
+    /// Per name slot: its latest version's doc slot (`NONE` for a free slot).
+    name_latest: Vec<u32>,
     free_names: Vec<u32>,
     by_norm: HashMap<String, Vec<u32>>,
     postings: HashMap<Box<str>, Vec<Posting>>,
@@ -372,6 +412,7 @@ impl Catalogue {
             Some(s) => s,
             None => {
                 self.docs.push(None);
+                self.hot.push(Hot::default());
                 (self.docs.len() - 1) as u32
             }
         };
@@ -414,11 +455,30 @@ impl Catalogue {
         let mut tags: Vec<String> = package.tags.iter().map(|t| t.to_lowercase()).collect();
         tags.sort_unstable();
         tags.dedup();
+        let next_category = self.categories.len() as u32;
+        let category = *self
+            .categories
+            .entry(package.category.to_lowercase())
+            .or_insert(next_category);
+        let mut tag_mask = 0u64;
+        for t in &tags {
+            let next = self.tag_ids.len() as u32;
+            let id = *self.tag_ids.entry(t.clone()).or_insert(next);
+            if id < 64 {
+                tag_mask |= 1 << id;
+            }
+        }
+        self.hot[slot as usize] = Hot {
+            name_id,
+            category,
+            lens,
+            downloads: package.downloads,
+            tag_mask,
+        };
         let doc = Doc {
             fingerprint,
             name_id,
             version: VersionKey::of(&package.version),
-            category: package.category.to_lowercase(),
             tags,
             lens,
             terms,
@@ -436,6 +496,7 @@ impl Catalogue {
             (&d.version, &d.package.id) < key
         });
         entry.versions.insert(pos, slot);
+        self.name_latest[name_id as usize] = *entry.versions.last().expect("a version");
         self.docs[slot as usize] = Some(doc);
     }
 
@@ -447,6 +508,7 @@ impl Catalogue {
             Some(s) => s,
             None => {
                 self.name_slots.push(None);
+                self.name_latest.push(NONE);
                 (self.name_slots.len() - 1) as u32
             }
         };
@@ -465,6 +527,7 @@ impl Catalogue {
         self.names.insert(name.to_string(), id);
         self.name_slots[id as usize] = Some(NameEntry {
             name: name.to_string(),
+            lname,
             norm,
             tokens,
             versions: Vec::new(),
@@ -529,6 +592,7 @@ impl Catalogue {
 
     fn remove_name(&mut self, name_id: u32) {
         let entry = self.name_slots[name_id as usize].take().expect("live name");
+        self.name_latest[name_id as usize] = NONE;
         self.names.remove(&entry.name);
         if let Some(v) = self.by_norm.get_mut(&entry.norm) {
             remove_from(v, &name_id);
@@ -536,7 +600,7 @@ impl Catalogue {
                 self.by_norm.remove(&entry.norm);
             }
         }
-        for tri in trigrams_of(&entry.name.to_lowercase()) {
+        for tri in trigrams_of(&entry.lname) {
             if let Some(v) = self.trigrams.get_mut(&tri) {
                 remove_from(v, &name_id);
                 if v.is_empty() {
@@ -574,7 +638,9 @@ impl Catalogue {
         if let Some(i) = entry.versions.iter().position(|&s| s == slot) {
             entry.versions.remove(i);
         }
-        if entry.versions.is_empty() {
+        if let Some(&l) = entry.versions.last() {
+            self.name_latest[doc.name_id as usize] = l;
+        } else {
             self.remove_name(doc.name_id);
         }
         Some(doc.package)
@@ -675,17 +741,51 @@ impl Catalogue {
         if q.limit == 0 || self.ids.is_empty() {
             return Vec::new();
         }
-        let category = q.category.as_ref().map(|c| c.to_lowercase());
+        let category = match &q.category {
+            None => None,
+            Some(c) => match self.categories.get(&c.to_lowercase()) {
+                Some(&id) => Some(id),
+                None => return Vec::new(),
+            },
+        };
         let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
         tags.sort_unstable();
         tags.dedup();
+        // Tags by interned id: a mask check when every id is below 64.
+        let mut tag_query_mask = 0u64;
+        let mut tags_masked = true;
+        for t in &tags {
+            match self.tag_ids.get(t) {
+                None => return Vec::new(),
+                Some(&id) if id < 64 => tag_query_mask |= 1 << id,
+                Some(_) => tags_masked = false,
+            }
+        }
         let min_downloads = q.min_downloads.unwrap_or(0);
+        let unfiltered = category.is_none() && tags.is_empty() && min_downloads == 0;
+        let passes = |s: u32| {
+            let h = &self.hot[s as usize];
+            h.downloads >= min_downloads
+                && category.is_none_or(|c| c == h.category)
+                && (h.tag_mask & tag_query_mask) == tag_query_mask
+                && (tags_masked || {
+                    let d = self.doc(s);
+                    tags.iter().all(|t| d.tags.binary_search(t).is_ok())
+                })
+        };
         let pick = |name_id: u32| -> Option<u32> {
+            let latest = self.name_latest[name_id as usize];
+            if latest == NONE || unfiltered || passes(latest) {
+                return (latest != NONE).then_some(latest);
+            }
             let entry = self.name_slots[name_id as usize].as_ref()?;
-            entry.versions.iter().rev().copied().find(|&s| {
-                self.doc(s)
-                    .passes(category.as_deref(), &tags, min_downloads)
-            })
+            entry
+                .versions
+                .iter()
+                .rev()
+                .skip(1)
+                .copied()
+                .find(|&s| passes(s))
         };
 
         let mut terms: Vec<String> = Vec::new();
@@ -698,10 +798,13 @@ impl Catalogue {
 
         // (score, name_id, doc slot)
         let mut hits: Vec<(f64, u32, u32)> = Vec::new();
-        if terms.is_empty() {
-            for &n in self.names.values() {
+        // Without keywords, rank by downloads (as f64: exact below 2^53) and take the logarithm
+        // of the few results only.
+        let by_downloads = terms.is_empty();
+        if by_downloads {
+            for n in 0..self.name_latest.len() as u32 {
                 if let Some(s) = pick(n) {
-                    hits.push(((self.doc(s).package.downloads as f64).ln_1p(), n, s));
+                    hits.push((self.hot[s as usize].downloads as f64, n, s));
                 }
             }
         } else {
@@ -722,6 +825,7 @@ impl Catalogue {
         hits.sort_unstable_by(cmp);
         hits.into_iter()
             .map(|(score, _, s)| {
+                let score = if by_downloads { score.ln_1p() } else { score };
                 let package = self.doc(s).package.clone();
                 let peer_count = peer_counts(&package);
                 SearchResult {
@@ -749,15 +853,15 @@ impl Catalogue {
         let mut doc_score = vec![0.0f64; self.docs.len()];
         let mut touched: Vec<u32> = Vec::new();
         // Per-name structural score (exact, prefix, substring, typo).
-        let mut name_score: HashMap<u32, f64> = HashMap::new();
+        let mut name_score = NameScores {
+            score: vec![0.0; self.name_slots.len()],
+            touched: Vec::new(),
+        };
 
         // Exact names.
-        let exact = |ids: &[u32], w: f64, name_score: &mut HashMap<u32, f64>| {
+        let exact = |ids: &[u32], w: f64, name_score: &mut NameScores| {
             for &n in ids {
-                let e = name_score.entry(n).or_insert(0.0);
-                if *e < w {
-                    *e = w;
-                }
+                name_score.raise(n, w);
             }
         };
         let by_norm = |k: &str| self.by_norm.get(k).map_or(&[][..], Vec::as_slice);
@@ -782,7 +886,7 @@ impl Catalogue {
             if let Some(ps) = postings {
                 let w = idf(ps.len()) / idf_max;
                 for p in ps {
-                    let d = self.doc(p.doc);
+                    let d = &self.hot[p.doc as usize];
                     let mut s = 0.0;
                     if p.tf[F_NAME] > 0 {
                         s += NAME_TOKEN
@@ -828,10 +932,9 @@ impl Catalogue {
                     .unwrap_or(&[]);
                 for &n in smallest {
                     let e = self.name_slots[n as usize].as_ref().expect("live name");
-                    let lname = e.name.to_lowercase();
-                    if lname.starts_with(t.as_str()) {
+                    if e.lname.starts_with(t.as_str()) {
                         offer(n, NAME_PREFIX, &mut best);
-                    } else if lname.contains(t.as_str()) {
+                    } else if e.lname.contains(t.as_str()) {
                         offer(n, NAME_SUBSTRING, &mut best);
                     }
                 }
@@ -879,7 +982,7 @@ impl Catalogue {
             for (&n, &w) in &best {
                 let e = self.name_slots[n as usize].as_ref().expect("live name");
                 if e.tokens.binary_search(t).is_err() {
-                    *name_score.entry(n).or_insert(0.0) += w;
+                    name_score.add(n, w);
                 }
             }
         }
@@ -890,16 +993,16 @@ impl Catalogue {
                 return;
             }
             let Some(s) = pick(n) else { return };
-            let text = doc_score[s as usize] + name_score.get(&n).copied().unwrap_or(0.0);
+            let text = doc_score[s as usize] + name_score.score[n as usize];
             if text > 0.0 {
-                let pop = POPULARITY * (self.doc(s).package.downloads as f64).ln_1p();
+                let pop = POPULARITY * (self.hot[s as usize].downloads as f64).ln_1p();
                 hits.push((text + pop, n, s));
             }
         };
         for &d in &touched {
-            consider(self.doc(d).name_id, hits);
+            consider(self.hot[d as usize].name_id, hits);
         }
-        for &n in name_score.keys() {
+        for &n in &name_score.touched {
             consider(n, hits);
         }
     }
@@ -989,8 +1092,8 @@ mod tests {
             c.search(&Query::new(vec!["tokoi".into()]), |_| 0)
                 .is_empty()
         );
-        assert!(c.postings.get("async").is_none());
-        assert!(c.tokens.get("tokio").is_none());
+        assert!(!c.postings.contains_key("async"));
+        assert!(!c.tokens.contains_key("tokio"));
         // Slots are reused.
         c.insert(rich(
             "tokio",
@@ -1179,5 +1282,24 @@ mod tests {
             |_| 0,
         );
         assert_eq!(r[0].package.version, "1.0.0");
+    }
+
+    #[test]
+    fn tag_filter_beyond_the_mask() {
+        let mut c = Catalogue::new();
+        for i in 0..70 {
+            let t = format!("t{i}");
+            c.insert(rich(&format!("p{i}"), "d", "x", &[&t, "common"], &[], i));
+        }
+        let q = Query::default().with_tags(vec!["T69".into(), "common".into()]);
+        assert_eq!(names(&c.search(&q, |_| 0)), ["p69"]);
+        let q = Query::default().with_tags(vec!["t3".into(), "COMMON".into()]);
+        assert_eq!(names(&c.search(&q, |_| 0)), ["p3"]);
+        let q = Query::default().with_tags(vec!["t3".into(), "t4".into()]);
+        assert!(c.search(&q, |_| 0).is_empty());
+        let q = Query::default().with_tags(vec!["unknown".into()]);
+        assert!(c.search(&q, |_| 0).is_empty());
+        let q = Query::default().with_category("nope".into());
+        assert!(c.search(&q, |_| 0).is_empty());
     }
 }
