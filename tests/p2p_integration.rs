@@ -160,3 +160,69 @@ async fn twenty_two_nodes_publish_search_get_fetch_and_catch_up() {
     }
     phase("stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_peer_id_packages_catalogue_and_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = || {
+        let mut c = config("/ip4/127.0.0.1/tcp/0", None);
+        c.registry.data_dir = Some(dir.path().to_path_buf());
+        P2PRegistryBuilder::new().with_config(c).build().unwrap()
+    };
+    let first = build();
+    first.start().await.unwrap();
+    let id = first.local_peer_id();
+    let mut p = Package::new("kept".into(), "2.1.0".into());
+    p.tags = vec!["persistent".into()];
+    first
+        .publish_with_content(p, vec![42u8; 100_000])
+        .await
+        .unwrap();
+    first
+        .publish(Package::new("kept".into(), "2.2.0".into()))
+        .await
+        .unwrap();
+    // The data directory is in use while it runs.
+    let second = build();
+    assert!(second.start().await.is_err(), "the store is locked");
+    first.stop().await.unwrap();
+    // Released at stop: a new registry on the same directory starts at once.
+    second.start().await.unwrap();
+    assert_eq!(second.local_peer_id(), id);
+    assert_eq!(second.get("kept").await.unwrap().unwrap().version, "2.2.0");
+    assert!(second.get("kept@2.1.0").await.unwrap().is_some());
+    let hits = second
+        .search(&Query::new(vec!["kept".into()]))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].package.version, "2.2.0");
+    assert_eq!(
+        second.fetch_content("kept@2.1.0").await.unwrap(),
+        vec![42u8; 100_000]
+    );
+    second.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_before_start_and_after_stop_fail_not_running() {
+    let r = P2PRegistryBuilder::new()
+        .with_config(config("/ip4/127.0.0.1/tcp/0", None))
+        .build()
+        .unwrap();
+    let e = r.search(&Query::new(vec![])).await.unwrap_err();
+    assert_eq!(e.to_string(), "Registry not running");
+    r.start().await.unwrap();
+    assert!(r.is_running().await);
+    assert!(!r.listen_addresses().is_empty());
+    r.stop().await.unwrap();
+    assert_eq!(
+        r.publish(Package::new("x".into(), "1.0.0".into()))
+            .await
+            .unwrap_err()
+            .to_string(),
+        "Registry not running"
+    );
+    assert!(r.get("x").await.is_err());
+    assert!(r.subscribe("web").await.is_err());
+}

@@ -28,6 +28,7 @@ use super::protocol::{
     SearchProtocol, SyncProtocol, SyncRequest, SyncResponse, content_key, name_key, package_key,
 };
 use super::signed::{Admission, SignedPackage, admit};
+use super::store::{Batch, OwnerEntry, Store};
 use super::types::{NetworkStats, Package, PackageUpdate, Query, SearchResult, UpdateType};
 use crate::Multiaddr;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryMethod};
@@ -143,6 +144,11 @@ struct State {
     providers: RwLock<HashMap<ContentHash, HashSet<PeerId>>>,
     /// Peers we have completed at least one anti-entropy round with since start.
     synced: RwLock<HashSet<PeerId>>,
+    /// The on-disk store while running with a data directory: every admitted record is
+    /// written (one transaction with its owner claim) before it counts as stored.
+    store: RwLock<Option<Arc<Store>>>,
+    /// Content held in memory (no data directory), by hash.
+    blobs: RwLock<HashMap<ContentHash, Bytes>>,
     counters: Counters,
 }
 
@@ -250,6 +256,19 @@ impl P2PRegistry {
             reconnect_max_backoff: Duration::from_secs(config.bootstrap.retry_interval),
             ..NodeConfig::default()
         };
+        // The store first: a data directory still in use by another registry refuses us
+        // before any port is bound.
+        let store = match config.registry.data_dir.clone() {
+            Some(dir) => Some(Arc::new(
+                tokio::task::spawn_blocking(move || Store::open(&dir))
+                    .await
+                    .map_err(|e| RegistryError::Storage(e.to_string()))??,
+            )),
+            None => None,
+        };
+        if let Some(store) = &store {
+            load_records(&self.state, &self.events, store, self.peer_id)?;
+        }
         let node = Node::spawn(self.keypair.clone(), node_config)
             .await
             .map_err(|e| RegistryError::Network(format!("cannot start the node: {e}")))?;
@@ -261,6 +280,37 @@ impl P2PRegistry {
                 return Err(e);
             }
         };
+        // Serve the content we hold.
+        if let Some(store) = &store {
+            let held: Vec<ContentHash> = self
+                .state
+                .records
+                .read()
+                .map(|r| {
+                    r.values()
+                        .filter_map(|s| s.package.content_hash.as_deref()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for h in held {
+                if store.has_blob(&h) {
+                    let path = store.blob_path(&h);
+                    if running
+                        .content
+                        .serve_content(h, ContentSource::File(path))
+                        .await
+                        .is_ok()
+                    {
+                        if let Ok(mut p) = self.state.providers.write() {
+                            p.entry(h).or_default().insert(self.peer_id);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(mut s) = self.state.store.write() {
+            *s = store;
+        }
         if let Ok(mut l) = self.listen.lock() {
             *l = node.listen_addrs().iter().map(|a| a.to_string()).collect();
         }
@@ -405,6 +455,13 @@ impl P2PRegistry {
         }
         r.discovery.stop();
         r.node.shutdown().await;
+        // Releases the data directory (the store's lock) for the next registry.
+        if let Ok(mut s) = self.state.store.write() {
+            *s = None;
+        }
+        if let Ok(mut s) = self.state.synced.write() {
+            s.clear();
+        }
         if let Ok(mut l) = self.listen.lock() {
             l.clear();
         }
@@ -597,7 +654,8 @@ impl P2PRegistry {
         let hash = ContentHash::of(&bytes);
         package.content_hash = Some(hash.to_string());
         package.size = bytes.len() as u64;
-        svc.serve_content(hash, ContentSource::Bytes(bytes))
+        let source = self.keep_blob(hash, bytes).await?;
+        svc.serve_content(hash, source)
             .await
             .map_err(|e| RegistryError::Storage(e.to_string()))?;
         let published = self.publish_signed(package).await?;
@@ -645,30 +703,27 @@ impl P2PRegistry {
             }
         }
         providers.retain(|p| *p != self.peer_id);
-        if svc.is_serving(&hash) {
-            // We have it ourselves.
-        } else if providers.is_empty() {
+        if let Some(bytes) = self.local_content(&hash).await {
+            add(&self.state.counters.get_hits);
+            return Ok(bytes);
+        }
+        if providers.is_empty() {
             return Err(RegistryError::NoProviders);
         }
         let started = Instant::now();
-        let bytes = if svc.is_serving(&hash) {
-            svc.fetch_content(hash, &[self.peer_id], None)
-                .await
-                .map_err(|e| RegistryError::Network(e.to_string()))?
-        } else {
-            svc.fetch_content(hash, &providers, None)
-                .await
-                .map_err(|e| RegistryError::ContentMismatch {
-                    id: package.id.clone(),
-                    expected: hash.to_string(),
-                    reason: e.to_string(),
-                })?
-        };
+        let bytes = svc
+            .fetch_content(hash, &providers, None)
+            .await
+            .map_err(|e| RegistryError::ContentMismatch {
+                id: package.id.clone(),
+                expected: hash.to_string(),
+                reason: e.to_string(),
+            })?;
         self.record_latency(started.elapsed());
-        // Now a provider too.
-        let _ = svc
-            .serve_content(hash, ContentSource::Bytes(bytes.clone()))
-            .await;
+        // Now a provider too (and the blob is kept, with a data directory).
+        if let Ok(source) = self.keep_blob(hash, bytes.clone()).await {
+            let _ = svc.serve_content(hash, source).await;
+        }
         if let Ok(mut p) = self.state.providers.write() {
             p.entry(hash).or_default().insert(self.peer_id);
         }
@@ -680,6 +735,42 @@ impl P2PRegistry {
             }
         });
         Ok(bytes)
+    }
+
+    /// Stores a blob content-addressed in the data directory (atomically) and returns the
+    /// source to serve it from; without a data directory, the bytes themselves.
+    async fn keep_blob(&self, hash: ContentHash, bytes: Bytes) -> Result<ContentSource> {
+        let store = self.state.store.read().ok().and_then(|s| s.clone());
+        let Some(store) = store else {
+            if let Ok(mut b) = self.state.blobs.write() {
+                b.insert(hash, bytes.clone());
+            }
+            return Ok(ContentSource::Bytes(bytes));
+        };
+        let path = tokio::task::spawn_blocking(move || store.put_blob(&hash, &bytes))
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))??;
+        Ok(ContentSource::File(path))
+    }
+
+    /// Content this node holds itself, from memory or the data directory (verified).
+    async fn local_content(&self, hash: &ContentHash) -> Option<Bytes> {
+        if let Some(b) = self
+            .state
+            .blobs
+            .read()
+            .ok()
+            .and_then(|b| b.get(hash).cloned())
+        {
+            return Some(b);
+        }
+        let store = self.state.store.read().ok().and_then(|s| s.clone())?;
+        let h = *hash;
+        tokio::task::spawn_blocking(move || store.read_blob(&h).ok().flatten())
+            .await
+            .ok()
+            .flatten()
+            .map(Bytes::from)
     }
 
     fn record_latency(&self, d: Duration) {
@@ -854,7 +945,7 @@ fn ingest(
     events: &broadcast::Sender<PackageUpdate>,
     record: SignedPackage,
     from: Option<PeerId>,
-    _me: PeerId,
+    me: PeerId,
 ) -> Result<Option<UpdateType>> {
     record.verify(Utc::now())?;
     let name = record.package.name.clone();
@@ -906,6 +997,29 @@ fn ingest(
     }
     if let Ok(mut c) = st.catalogue.write() {
         c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
+    }
+    // Durable before it counts as stored: the record and the name's first claim in one
+    // transaction.
+    let store = st.store.read().ok().and_then(|s| s.clone());
+    if let Some(store) = store {
+        let claim = st
+            .claims
+            .read()
+            .ok()
+            .and_then(|c| c.get(&name).cloned())
+            .unwrap_or_else(|| record.clone());
+        let mut batch = Batch::new();
+        batch.put_record(&id, &record.encode()).put_owner(
+            &name,
+            OwnerEntry {
+                owner: claim.publisher.to_string(),
+                claim: claim.encode(),
+            },
+        );
+        if record.publisher == me {
+            batch.mark_own(&id);
+        }
+        store.apply(&batch)?;
     }
     let timestamp = record.package.updated_at;
     let version = record.package.version.clone();
@@ -972,6 +1086,29 @@ async fn replicate_one(
         }
         let _ = dht.start_providing(content_key(&hash)).await;
     }
+}
+
+/// Loads the stored records into memory (verifying each again) before the store is
+/// attached, so nothing is written back. Records that no longer verify are skipped.
+fn load_records(
+    st: &State,
+    events: &broadcast::Sender<PackageUpdate>,
+    store: &Store,
+    me: PeerId,
+) -> Result<()> {
+    let mut records: Vec<SignedPackage> = store
+        .records()?
+        .into_iter()
+        .filter_map(|(_, bytes)| SignedPackage::decode(&bytes).ok())
+        .collect();
+    // Earliest claims first, so ownership settles as it did before.
+    records.sort_by_key(|r| r.claim_key());
+    for r in records {
+        if let Err(e) = ingest(st, events, r, None, me) {
+            tracing::warn!("stored record skipped: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Searches the local catalogue; `peer_count` is the known providers of the content.
