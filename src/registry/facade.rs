@@ -654,11 +654,29 @@ impl P2PRegistry {
         let hash = ContentHash::of(&bytes);
         package.content_hash = Some(hash.to_string());
         package.size = bytes.len() as u64;
+        let already_held = self.local_content(&hash).await.is_some();
         let source = self.keep_blob(hash, bytes).await?;
         svc.serve_content(hash, source)
             .await
             .map_err(|e| RegistryError::Storage(e.to_string()))?;
-        let published = self.publish_signed(package).await?;
+        let published = match self.publish_signed(package).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Refused: the content was not published, so it is not kept or served
+                // (unless it already was, for another package).
+                if !already_held {
+                    svc.stop_serving(&hash);
+                    if let Ok(mut b) = self.state.blobs.write() {
+                        b.remove(&hash);
+                    }
+                    let store = self.state.store.read().ok().and_then(|s| s.clone());
+                    if let Some(store) = store {
+                        let _ = tokio::task::spawn_blocking(move || store.remove_blob(&hash)).await;
+                    }
+                }
+                return Err(e);
+            }
+        };
         if let Ok(mut p) = self.state.providers.write() {
             p.entry(hash).or_default().insert(self.peer_id);
         }
