@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ggen_p2p::registry::{
-    BootstrapNode, P2PConfig, P2PRegistry, P2PRegistryBuilder, Package, Query, Registry,
+    BootstrapNode, P2PConfig, P2PRegistry, P2PRegistryBuilder, Package, Query, Registry, UpdateType,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -225,4 +225,53 @@ async fn calls_before_start_and_after_stop_fail_not_running() {
     );
     assert!(r.get("x").await.is_err());
     assert!(r.subscribe("web").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_update_events_and_a_light_node_searches_through_full_peers() {
+    let hub = started(config("/ip4/127.0.0.1/tcp/0", None)).await;
+    let publisher = started(config("/ip4/127.0.0.1/tcp/0", Some((&hub, "/tcp/")))).await;
+    let mut light_config = config("/ip4/127.0.0.1/tcp/0", Some((&hub, "/tcp/")));
+    light_config.registry.catalogue = false;
+    let light = started(light_config).await;
+    for r in [&hub, &publisher, &light] {
+        eventually("connected", || async {
+            (r.stats().await.connected_peers > 0).then_some(())
+        })
+        .await;
+    }
+    hub.subscribe("web").await.unwrap();
+    let mut events = hub.events();
+    let mut p = Package::new("router".into(), "0.1.0".into());
+    p.category = "web".into();
+    publisher.publish(p.clone()).await.unwrap();
+    let mut p2 = p.clone();
+    p2.version = "0.2.0".into();
+    p2.id = p2.canonical_id();
+    publisher.publish(p2).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let u = tokio::time::timeout(T, events.recv())
+            .await
+            .expect("an update in time")
+            .expect("event stream open");
+        if u.package_id.starts_with("router@") {
+            seen.push((u.package_id, u.update_type));
+        }
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            ("router@0.1.0".to_string(), UpdateType::NewPackage),
+            ("router@0.2.0".to_string(), UpdateType::NewVersion),
+        ]
+    );
+    // The light node keeps no catalogue but finds it through its full peers.
+    let hit = eventually("the light node finds router", || finds(&light, "router")).await;
+    assert_eq!(hit.package.version, "0.2.0");
+    assert_eq!(light.stats().await.catalogue_size, 0);
+    for r in [&hub, &publisher, &light] {
+        r.stop().await.unwrap();
+    }
 }

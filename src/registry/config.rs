@@ -3,6 +3,32 @@
 //! [`GossipsubConfig`] parts, plus what a serious node needs beyond the seed (data
 //! directory, catalogue mode, RPC and content settings). Every field is either honoured or
 //! refused by [`P2PConfig::validate`] with a clear reason; nothing is silently ignored.
+//!
+//! The seed's configuration blocks, as they compile here:
+//!
+//! ```
+//! use std::path::PathBuf;
+//! use ggen_p2p::{BootstrapNode, KeyType, NetworkConfig, P2PConfig, P2PRegistryBuilder, Protocol, SecurityConfig};
+//!
+//! let mut config = P2PConfig::default();
+//! config.network.protocols = vec![Protocol::TCP, Protocol::QUIC];
+//! config.network.max_connections = 100;
+//! config.network.connection_timeout = 30;
+//!
+//! config.security.noise_enabled = true;
+//! config.security.key_type = KeyType::Ed25519;
+//! config.security.identity_path = Some(PathBuf::from("identity.key"));
+//! assert!(config.validate().is_ok());
+//! let _: (&NetworkConfig, &SecurityConfig) = (&config.network, &config.security);
+//!
+//! let nodes = vec![BootstrapNode {
+//!     peer_id: "12D3KooWExample".to_string(),
+//!     address: "/ip4/104.131.131.82/tcp/4001".to_string(),
+//! }];
+//! let registry = P2PRegistryBuilder::new().with_bootstrap_nodes(nodes).build();
+//! // The seed's placeholder is not a real PeerId: `build` refuses it (and nothing is dialed).
+//! assert!(registry.unwrap_err().to_string().contains("peer id"));
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -149,6 +149,8 @@ struct State {
     store: RwLock<Option<Arc<Store>>>,
     /// Content held in memory (no data directory), by hash.
     blobs: RwLock<HashMap<ContentHash, Bytes>>,
+    /// Whether this node keeps the catalogue (a full node); a light node does not.
+    light: std::sync::atomic::AtomicBool,
     counters: Counters,
 }
 
@@ -266,6 +268,10 @@ impl P2PRegistry {
             )),
             None => None,
         };
+        self.state.light.store(
+            !config.registry.catalogue,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if let Some(store) = &store {
             load_records(&self.state, &self.events, store, self.peer_id)?;
         }
@@ -367,66 +373,75 @@ impl P2PRegistry {
                 }
             }));
         }
-        // Announcements on the packages topic.
+        // Announcements on the packages topic (full nodes keep the whole catalogue; a light
+        // node hears only the topics it subscribes to).
         let topic = config.gossipsub.topic(&config.registry.packages_topic);
-        let mut sub = gossip
-            .subscribe(topic.clone())
-            .await
-            .map_err(|e| net("gossip", e.to_string()))?;
-        let (st, events, me) = (self.state.clone(), self.events.clone(), self.peer_id);
-        let rep = replicate.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(r) = sub.recv().await {
-                if let Ok(a) = Announcement::decode(&r.message.data) {
-                    let record = a.record.clone();
-                    let ok = ingest(&st, &events, a.record, Some(r.propagation_source), me);
-                    if let (Ok(Some(_)), Some(tx)) = (ok, &rep) {
-                        let _ = tx.send(record);
+        let mut topics = HashSet::new();
+        if config.registry.catalogue {
+            let mut sub = gossip
+                .subscribe(topic.clone())
+                .await
+                .map_err(|e| net("gossip", e.to_string()))?;
+            topics.insert(topic.clone());
+            let (st, events, me) = (self.state.clone(), self.events.clone(), self.peer_id);
+            let rep = replicate.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(r) = sub.recv().await {
+                    if let Ok(a) = Announcement::decode(&r.message.data) {
+                        let record = a.record.clone();
+                        let ok = ingest(&st, &events, a.record, Some(r.propagation_source), me);
+                        if let (Ok(Some(_)), Some(tx)) = (ok, &rep) {
+                            let _ = tx.send(record);
+                        }
                     }
                 }
-            }
-        }));
-        // Anti-entropy: with a random connected peer every `sync_interval`, and soon after
-        // the first connections.
-        let (st, events, rpc2, node2) = (
+            }));
+        }
+        // Anti-entropy (full nodes): with a random connected peer every `sync_interval`, and
+        // soon after the first connections.
+        let (st, events, rpc2, node2, me) = (
             self.state.clone(),
             self.events.clone(),
             rpc.clone(),
             node.clone(),
+            self.peer_id,
         );
-        let every = Duration::from_secs(config.registry.sync_interval);
-        tasks.push(tokio::spawn(async move {
-            let mut synced: HashSet<PeerId> = HashSet::new();
-            let mut next_full = tokio::time::Instant::now() + every;
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let peers = node2.connected_peers();
-                // Every newly connected peer once, then one random peer per interval.
-                let fresh: Vec<PeerId> = peers
-                    .iter()
-                    .filter(|p| !synced.contains(p))
-                    .copied()
-                    .collect();
-                for p in fresh {
-                    synced.insert(p);
-                    if sync_with(&st, &events, &rpc2, p, me, replicate.as_ref())
-                        .await
-                        .is_ok()
-                    {
-                        if let Ok(mut s) = st.synced.write() {
-                            s.insert(p);
+        if config.registry.catalogue {
+            let every = Duration::from_secs(config.registry.sync_interval);
+            tasks.push(tokio::spawn(async move {
+                let mut synced: HashSet<PeerId> = HashSet::new();
+                let mut next_full = tokio::time::Instant::now() + every;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let peers = node2.connected_peers();
+                    // Every newly connected peer once, then one random peer per interval.
+                    let fresh: Vec<PeerId> = peers
+                        .iter()
+                        .filter(|p| !synced.contains(p))
+                        .copied()
+                        .collect();
+                    for p in fresh {
+                        synced.insert(p);
+                        if sync_with(&st, &events, &rpc2, p, me, replicate.as_ref())
+                            .await
+                            .is_ok()
+                        {
+                            if let Ok(mut s) = st.synced.write() {
+                                s.insert(p);
+                            }
+                        }
+                    }
+                    synced.retain(|p| peers.contains(p));
+                    if tokio::time::Instant::now() >= next_full {
+                        next_full = tokio::time::Instant::now() + every;
+                        if let Some(p) = peers.get(rand::random_range(0..peers.len().max(1))) {
+                            let _ =
+                                sync_with(&st, &events, &rpc2, *p, me, replicate.as_ref()).await;
                         }
                     }
                 }
-                synced.retain(|p| peers.contains(p));
-                if tokio::time::Instant::now() >= next_full {
-                    next_full = tokio::time::Instant::now() + every;
-                    if let Some(p) = peers.get(rand::random_range(0..peers.len().max(1))) {
-                        let _ = sync_with(&st, &events, &rpc2, *p, me, replicate.as_ref()).await;
-                    }
-                }
-            }
-        }));
+            }));
+        }
         let discovery = Discovery::spawn(
             node.clone(),
             Some(dht.clone()),
@@ -440,7 +455,7 @@ impl P2PRegistry {
             rpc,
             content,
             discovery,
-            topics: HashSet::from([topic]),
+            topics,
             tasks,
         })
     }
@@ -471,6 +486,10 @@ impl P2PRegistry {
     /// Waits until the catalogue has been synced once with every connected peer (or
     /// `timeout` passes); returns whether it was.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        if self.state.light.load(std::sync::atomic::Ordering::Relaxed) {
+            // A light node keeps no catalogue to sync.
+            return true;
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let Ok((node, ..)) = self.services().await else {
@@ -1013,8 +1032,10 @@ fn ingest(
             }
         }
     }
-    if let Ok(mut c) = st.catalogue.write() {
-        c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
+    if !st.light.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(mut c) = st.catalogue.write() {
+            c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
+        }
     }
     // Durable before it counts as stored: the record and the name's first claim in one
     // transaction.
