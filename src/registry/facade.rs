@@ -732,22 +732,45 @@ impl P2PRegistry {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
-        if let Ok((found, _)) = self.timed_dht(dht.get_providers(content_key(&hash))).await {
-            for p in found {
-                if !providers.contains(&p.peer) {
-                    providers.push(p.peer);
-                }
-            }
-        }
         providers.retain(|p| *p != self.peer_id);
         if let Some(bytes) = self.local_content(&hash).await {
             add(&self.state.counters.get_hits);
             return Ok(bytes);
         }
-        if providers.is_empty() {
-            return Err(RegistryError::NoProviders);
-        }
         let started = Instant::now();
+        // The providers we know first (a DHT lookup waits on every slow peer on the way);
+        // the DHT when we know none, or when they all failed.
+        let mut first_error = None;
+        if !providers.is_empty() {
+            match svc.fetch_content(hash, &providers, None).await {
+                Ok(bytes) => {
+                    return self
+                        .after_fetch(&svc, &dht, hash, bytes, started.elapsed())
+                        .await;
+                }
+                Err(e) => first_error = Some(e.to_string()),
+            }
+        }
+        if let Ok((found, _)) = self.timed_dht(dht.get_providers(content_key(&hash))).await {
+            let tried = providers.clone();
+            providers = found
+                .into_iter()
+                .map(|p| p.peer)
+                .filter(|p| *p != self.peer_id && !tried.contains(p))
+                .collect();
+        } else {
+            providers.clear();
+        }
+        if providers.is_empty() {
+            return Err(match first_error {
+                Some(reason) => RegistryError::ContentMismatch {
+                    id: package.id.clone(),
+                    expected: hash.to_string(),
+                    reason,
+                },
+                None => RegistryError::NoProviders,
+            });
+        }
         let bytes = svc
             .fetch_content(hash, &providers, None)
             .await
@@ -756,7 +779,20 @@ impl P2PRegistry {
                 expected: hash.to_string(),
                 reason: e.to_string(),
             })?;
-        self.record_latency(started.elapsed());
+        self.after_fetch(&svc, &dht, hash, bytes, started.elapsed())
+            .await
+    }
+
+    /// After a verified download: keep and serve the content, announce ourselves.
+    async fn after_fetch(
+        &self,
+        svc: &ContentService,
+        dht: &Dht,
+        hash: ContentHash,
+        bytes: Bytes,
+        took: Duration,
+    ) -> Result<Bytes> {
+        self.record_latency(took);
         // Now a provider too (and the blob is kept, with a data directory).
         if let Ok(source) = self.keep_blob(hash, bytes.clone()).await {
             let _ = svc.serve_content(hash, source).await;
@@ -764,7 +800,7 @@ impl P2PRegistry {
         if let Ok(mut p) = self.state.providers.write() {
             p.entry(hash).or_default().insert(self.peer_id);
         }
-        let st = self.state.clone();
+        let (st, dht) = (self.state.clone(), dht.clone());
         tokio::spawn(async move {
             add(&st.counters.dht_queries);
             if dht.start_providing(content_key(&hash)).await.is_err() {
