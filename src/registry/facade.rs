@@ -20,7 +20,7 @@ use chrono::Utc;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::config::{BootstrapNode, P2PConfig, Protocol};
+use super::config::{BootstrapNode, P2PConfig};
 use super::error::{RegistryError, Result};
 use super::index::Catalogue;
 use super::protocol::{
@@ -389,7 +389,7 @@ impl P2PRegistry {
                 while let Some(r) = sub.recv().await {
                     if let Ok(a) = Announcement::decode(&r.message.data) {
                         let record = a.record.clone();
-                        let ok = ingest(&st, &events, a.record, Some(r.propagation_source), me);
+                        let ok = ingest(&st, &events, a.record, me);
                         if let (Ok(Some(_)), Some(tx)) = (ok, &rep) {
                             let _ = tx.send(record);
                         }
@@ -722,16 +722,7 @@ impl P2PRegistry {
             .ok_or_else(|| RegistryError::NoContent(package.id.clone()))?
             .parse()
             .map_err(|_| RegistryError::InvalidPackage("bad content hash".into()))?;
-        let mut providers: Vec<PeerId> = self
-            .state
-            .providers
-            .read()
-            .map(|p| {
-                p.get(&hash)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
+        let mut providers = known_providers(&self.state, &hash);
         providers.retain(|p| *p != self.peer_id);
         if let Some(bytes) = self.local_content(&hash).await {
             add(&self.state.counters.get_hits);
@@ -874,14 +865,8 @@ impl P2PRegistry {
         package.id = package.canonical_id();
         package.updated_at = package.updated_at.max(package.created_at);
         let record = SignedPackage::sign(package, false, &self.keypair);
-        record.verify(Utc::now())?;
-        let update = ingest(
-            &self.state,
-            &self.events,
-            record.clone(),
-            None,
-            self.peer_id,
-        )?;
+        // `ingest` verifies it like any record from the network.
+        let update = ingest(&self.state, &self.events, record.clone(), self.peer_id)?;
         if update.is_none() {
             return Ok(record.package);
         }
@@ -946,7 +931,7 @@ impl P2PRegistry {
         };
         if let Some(r) = local {
             add(&self.state.counters.get_hits);
-            return Ok(Some(with_downloads(&self.state, r.package)));
+            return Ok(Some(r.package));
         }
         let key = match version {
             Some(_) => package_key(package_id),
@@ -962,7 +947,7 @@ impl P2PRegistry {
                     return Ok(None);
                 }
                 let package = s.package.clone();
-                let _ = ingest(&self.state, &self.events, s, None, self.peer_id);
+                let _ = ingest(&self.state, &self.events, s, self.peer_id);
                 Ok(Some(package))
             }
             Err(RegistryError::Network(_)) => Ok(None),
@@ -993,8 +978,13 @@ fn bootstrap_addr(n: &BootstrapNode) -> Result<Multiaddr> {
     Ok(addr.with_peer_id(peer))
 }
 
-fn with_downloads(_st: &State, p: Package) -> Package {
-    p
+/// The providers of `hash` this node knows of (publishers, fetchers, DHT answers).
+fn known_providers(st: &State, hash: &ContentHash) -> Vec<PeerId> {
+    st.providers
+        .read()
+        .ok()
+        .and_then(|p| p.get(hash).map(|s| s.iter().copied().collect()))
+        .unwrap_or_default()
 }
 
 /// The latest (highest semver) admitted version of `name`.
@@ -1017,7 +1007,6 @@ fn ingest(
     st: &State,
     events: &broadcast::Sender<PackageUpdate>,
     record: SignedPackage,
-    from: Option<PeerId>,
     me: PeerId,
 ) -> Result<Option<UpdateType>> {
     record.verify(Utc::now())?;
@@ -1063,9 +1052,6 @@ fn ingest(
         if let Ok(mut p) = st.providers.write() {
             let set = p.entry(h).or_default();
             set.insert(record.publisher);
-            if let Some(f) = from.filter(|_| false) {
-                set.insert(f);
-            }
         }
     }
     if !st.light.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1130,15 +1116,7 @@ async fn replicate_one(
     if svc.is_serving(&hash) {
         return;
     }
-    let mut providers: Vec<PeerId> = st
-        .providers
-        .read()
-        .map(|p| {
-            p.get(&hash)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default()
-        })
-        .unwrap_or_default();
+    let mut providers = known_providers(st, &hash);
     if let Ok((found, _)) = dht.get_providers(content_key(&hash)).await {
         providers.extend(found.into_iter().map(|p| p.peer));
     }
@@ -1179,7 +1157,7 @@ fn load_records(
     // Earliest claims first, so ownership settles as it did before.
     records.sort_by_key(|r| r.claim_key());
     for r in records {
-        if let Err(e) = ingest(st, events, r, None, me) {
+        if let Err(e) = ingest(st, events, r, me) {
             tracing::warn!("stored record skipped: {e}");
         }
     }
@@ -1300,7 +1278,7 @@ async fn sync_with(
             for bytes in list {
                 if let Ok(s) = SignedPackage::decode(&bytes) {
                     let record = s.clone();
-                    if let Ok(Some(_)) = ingest(st, events, s, Some(peer), me) {
+                    if let Ok(Some(_)) = ingest(st, events, s, me) {
                         admitted += 1;
                         if let Some(tx) = replicate {
                             let _ = tx.send(record);
@@ -1386,7 +1364,7 @@ impl Registry for P2PRegistry {
             r.tasks.push(tokio::spawn(async move {
                 while let Some(m) = sub.recv().await {
                     if let Ok(a) = Announcement::decode(&m.message.data) {
-                        let _ = ingest(&st, &events, a.record, Some(m.propagation_source), me);
+                        let _ = ingest(&st, &events, a.record, me);
                     }
                 }
             }));
@@ -1401,5 +1379,4 @@ const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<P2PRegistry>();
     let _ = |r: Arc<P2PRegistry>| -> Arc<dyn Registry> { r };
-    let _ = Protocol::TCP;
 };
