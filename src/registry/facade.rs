@@ -30,6 +30,7 @@ use super::protocol::{
 use super::signed::{Admission, SignedPackage, admit};
 use super::store::{Batch, OwnerEntry, Store};
 use super::types::{NetworkStats, Package, PackageUpdate, Query, SearchResult, UpdateType};
+use super::writer::StoreWriter;
 use crate::Multiaddr;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryMethod};
 use crate::gossip::{Gossip, Topic};
@@ -144,9 +145,12 @@ struct State {
     providers: RwLock<HashMap<ContentHash, HashSet<PeerId>>>,
     /// Peers we have completed at least one anti-entropy round with since start.
     synced: RwLock<HashSet<PeerId>>,
-    /// The on-disk store while running with a data directory: every admitted record is
-    /// written (one transaction with its owner claim) before it counts as stored.
+    /// The on-disk store while running with a data directory (blobs are written directly;
+    /// records go through `writer`).
     store: RwLock<Option<Arc<Store>>>,
+    /// The store's writer thread: every admitted record is queued there (one transaction
+    /// with its owner claim); own publishes wait until theirs is durable.
+    writer: RwLock<Option<Arc<StoreWriter>>>,
     /// Content held in memory (no data directory), by hash.
     blobs: RwLock<HashMap<ContentHash, Bytes>>,
     /// Whether this node keeps the catalogue (a full node); a light node does not.
@@ -275,14 +279,30 @@ impl P2PRegistry {
         if let Some(store) = &store {
             load_records(&self.state, &self.events, store, self.peer_id)?;
         }
-        let node = Node::spawn(self.keypair.clone(), node_config)
-            .await
-            .map_err(|e| RegistryError::Network(format!("cannot start the node: {e}")))?;
+        // Attached before any service runs, so the first record from the network is
+        // written too.
+        let writer = match &store {
+            Some(s) => Some(Arc::new(StoreWriter::spawn(s.clone()).map_err(|e| {
+                RegistryError::Storage(format!("cannot start the store writer: {e}"))
+            })?)),
+            None => None,
+        };
+        self.attach_store(store.clone(), writer).await;
+        let node = match Node::spawn(self.keypair.clone(), node_config).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.detach_store().await;
+                return Err(RegistryError::Network(format!(
+                    "cannot start the node: {e}"
+                )));
+            }
+        };
         let started = self.start_services(&node, &config).await;
         let running = match started {
             Ok(r) => r,
             Err(e) => {
                 node.shutdown().await;
+                self.detach_store().await;
                 return Err(e);
             }
         };
@@ -313,9 +333,6 @@ impl P2PRegistry {
                     }
                 }
             }
-        }
-        if let Ok(mut s) = self.state.store.write() {
-            *s = store;
         }
         if let Ok(mut l) = self.listen.lock() {
             *l = node.listen_addrs().iter().map(|a| a.to_string()).collect();
@@ -470,10 +487,9 @@ impl P2PRegistry {
         }
         r.discovery.stop();
         r.node.shutdown().await;
-        // Releases the data directory (the store's lock) for the next registry.
-        if let Ok(mut s) = self.state.store.write() {
-            *s = None;
-        }
+        // Writes what is queued, then releases the data directory (the store's lock) for
+        // the next registry.
+        self.detach_store().await;
         if let Ok(mut s) = self.state.synced.write() {
             s.clear();
         }
@@ -481,6 +497,27 @@ impl P2PRegistry {
             l.clear();
         }
         Ok(())
+    }
+
+    async fn attach_store(&self, store: Option<Arc<Store>>, writer: Option<Arc<StoreWriter>>) {
+        if let Ok(mut s) = self.state.store.write() {
+            *s = store;
+        }
+        if let Ok(mut w) = self.state.writer.write() {
+            *w = writer;
+        }
+    }
+
+    /// Detaches the store: the writer finishes its queue and exits, and the store (with
+    /// its lock on the data directory) is dropped once the last task holding it is done.
+    async fn detach_store(&self) {
+        let writer = self.state.writer.write().ok().and_then(|mut w| w.take());
+        if let Some(thread) = writer.and_then(|w| w.close()) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Ok(mut s) = self.state.store.write() {
+            *s = None;
+        }
     }
 
     /// Waits until the catalogue has been synced once with every connected peer (or
@@ -865,8 +902,9 @@ impl P2PRegistry {
         package.id = package.canonical_id();
         package.updated_at = package.updated_at.max(package.created_at);
         let record = SignedPackage::sign(package, false, &self.keypair);
-        // `ingest` verifies it like any record from the network.
-        let update = ingest(&self.state, &self.events, record.clone(), self.peer_id)?;
+        // Verified like any record from the network; durable before we go on.
+        let update =
+            ingest_durable(&self.state, &self.events, record.clone(), self.peer_id).await?;
         if update.is_none() {
             return Ok(record.package);
         }
@@ -1001,46 +1039,139 @@ fn latest_of(st: &State, name: &str) -> Option<SignedPackage> {
         .cloned()
 }
 
-/// Verifies and admits a record from anywhere; stores it and emits its update. Returns the
-/// update type, `None` if nothing changed.
+/// Verifies and admits a record from anywhere; queues its store write and emits its
+/// update. Returns the update type, `None` if nothing changed.
 fn ingest(
     st: &State,
     events: &broadcast::Sender<PackageUpdate>,
     record: SignedPackage,
     me: PeerId,
 ) -> Result<Option<UpdateType>> {
+    let Some(prepared) = prepare(st, record, me)? else {
+        return Ok(None);
+    };
+    if let Some(w) = writer(st) {
+        w.submit(prepared.batch.clone());
+    }
+    Ok(Some(commit(st, events, prepared)))
+}
+
+/// Like [`ingest`], for our own publish: the record is admitted in memory only once its
+/// store write is durable, so an acknowledged publish survives a crash.
+async fn ingest_durable(
+    st: &State,
+    events: &broadcast::Sender<PackageUpdate>,
+    record: SignedPackage,
+    me: PeerId,
+) -> Result<Option<UpdateType>> {
+    let Some(prepared) = prepare(st, record, me)? else {
+        return Ok(None);
+    };
+    if let Some(w) = writer(st) {
+        let durable = w
+            .submit_durable(prepared.batch.clone())
+            .ok_or(RegistryError::NotRunning)?;
+        durable
+            .await
+            .map_err(|_| RegistryError::NotRunning)?
+            .map_err(RegistryError::Storage)?;
+    }
+    Ok(Some(commit(st, events, prepared)))
+}
+
+fn writer(st: &State) -> Option<Arc<StoreWriter>> {
+    st.writer.read().ok().and_then(|w| w.clone())
+}
+
+/// A verified, admitted record and what admitting it changes.
+struct Prepared {
+    record: SignedPackage,
+    update: UpdateType,
+    /// Records of a displaced (later) claimant of the name, removed on commit.
+    displaced: Vec<String>,
+    /// The store write: the record, the name's first claim and any removals, in one
+    /// transaction.
+    batch: Batch,
+}
+
+/// Verifies `record` and decides its admission by the ownership rules; `None` when it
+/// changes nothing. Reads the state, writes nothing.
+fn prepare(st: &State, record: SignedPackage, me: PeerId) -> Result<Option<Prepared>> {
     record.verify(Utc::now())?;
+    let name = &record.package.name;
+    let id = &record.package.id;
+    let (claim, existing) = (
+        st.claims.read().ok().and_then(|c| c.get(name).cloned()),
+        st.records.read().ok().and_then(|r| r.get(id).cloned()),
+    );
+    let (update, displaced_by) = match admit(claim.as_ref(), existing.as_ref(), &record)? {
+        Admission::Unchanged => return Ok(None),
+        Admission::Accept { update, displaced } => (update, displaced),
+    };
+    let displaced: Vec<String> = match displaced_by {
+        Some(old) => st
+            .records
+            .read()
+            .map(|r| {
+                r.values()
+                    .filter(|x| x.package.name == *name && x.publisher == old)
+                    .map(|x| x.package.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let first = match &claim {
+        Some(cur) if cur.claim_key() <= record.claim_key() => cur,
+        _ => &record,
+    };
+    let mut batch = Batch::new();
+    for g in &displaced {
+        batch.remove_record(g).unmark_own(g);
+    }
+    batch.put_record(id, &record.encode()).put_owner(
+        name,
+        OwnerEntry {
+            owner: first.publisher.to_string(),
+            claim: first.encode(),
+        },
+    );
+    if record.publisher == me {
+        batch.mark_own(id);
+    }
+    Ok(Some(Prepared {
+        record,
+        update,
+        displaced,
+        batch,
+    }))
+}
+
+/// Applies a prepared admission to memory (records, claims, providers, catalogue) and
+/// emits its update.
+fn commit(st: &State, events: &broadcast::Sender<PackageUpdate>, p: Prepared) -> UpdateType {
+    let Prepared {
+        record,
+        update,
+        displaced,
+        ..
+    } = p;
     let name = record.package.name.clone();
     let id = record.package.id.clone();
-    let (claim, existing) = (
-        st.claims.read().ok().and_then(|c| c.get(&name).cloned()),
-        st.records.read().ok().and_then(|r| r.get(&id).cloned()),
-    );
-    let update = match admit(claim.as_ref(), existing.as_ref(), &record)? {
-        Admission::Unchanged => return Ok(None),
-        Admission::Accept { update, displaced } => {
-            if let Some(old) = displaced {
-                if let (Ok(mut r), Ok(mut c)) = (st.records.write(), st.catalogue.write()) {
-                    let gone: Vec<String> = r
-                        .values()
-                        .filter(|x| x.package.name == name && x.publisher == old)
-                        .map(|x| x.package.id.clone())
-                        .collect();
-                    for g in gone {
-                        r.remove(&g);
-                        c.remove(&g);
-                    }
-                }
+    if !displaced.is_empty() {
+        if let (Ok(mut r), Ok(mut c)) = (st.records.write(), st.catalogue.write()) {
+            for g in &displaced {
+                r.remove(g);
+                c.remove(g);
             }
-            update
         }
-    };
+    }
     if let Ok(mut c) = st.claims.write() {
         let keep = c
             .get(&name)
             .is_some_and(|cur| cur.claim_key() <= record.claim_key());
         if !keep {
-            c.insert(name.clone(), record.clone());
+            c.insert(name, record.clone());
         }
     }
     if let Some(h) = record
@@ -1050,37 +1181,13 @@ fn ingest(
         .and_then(|h| h.parse::<ContentHash>().ok())
     {
         if let Ok(mut p) = st.providers.write() {
-            let set = p.entry(h).or_default();
-            set.insert(record.publisher);
+            p.entry(h).or_default().insert(record.publisher);
         }
     }
     if !st.light.load(std::sync::atomic::Ordering::Relaxed) {
         if let Ok(mut c) = st.catalogue.write() {
             c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
         }
-    }
-    // Durable before it counts as stored: the record and the name's first claim in one
-    // transaction.
-    let store = st.store.read().ok().and_then(|s| s.clone());
-    if let Some(store) = store {
-        let claim = st
-            .claims
-            .read()
-            .ok()
-            .and_then(|c| c.get(&name).cloned())
-            .unwrap_or_else(|| record.clone());
-        let mut batch = Batch::new();
-        batch.put_record(&id, &record.encode()).put_owner(
-            &name,
-            OwnerEntry {
-                owner: claim.publisher.to_string(),
-                claim: claim.encode(),
-            },
-        );
-        if record.publisher == me {
-            batch.mark_own(&id);
-        }
-        store.apply(&batch)?;
     }
     let timestamp = record.package.updated_at;
     let version = record.package.version.clone();
@@ -1093,7 +1200,7 @@ fn ingest(
         update_type: update,
         timestamp,
     });
-    Ok(Some(update))
+    update
 }
 
 /// A seeder's copy of `record`'s content: fetched from its providers (verified), served,

@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod signed;
 pub mod store;
 pub mod types;
+mod writer;
 
 pub use config::{
     BootstrapConfig, BootstrapNode, DHTConfig, GossipsubConfig, KeyType, NetworkConfig, P2PConfig,

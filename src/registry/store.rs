@@ -301,6 +301,11 @@ impl Batch {
         self.ops.len()
     }
 
+    /// Moves every operation of `other` to the end of this batch (applied after ours).
+    pub fn append(&mut self, other: &mut Batch) {
+        self.ops.append(&mut other.ops);
+    }
+
     /// Stores (or replaces) the signed record of package `id`.
     pub fn put_record(&mut self, id: &str, bytes: &[u8]) -> &mut Self {
         self.ops.push(Op::PutRecord(id.to_string(), bytes.to_vec()));
