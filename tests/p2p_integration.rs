@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+use ggen_p2p::registry::protocol::{content_key, name_key, package_key};
 use ggen_p2p::registry::{
-    BootstrapNode, P2PConfig, P2PRegistry, P2PRegistryBuilder, Package, Query, Registry, UpdateType,
+    BootstrapNode, P2PConfig, P2PRegistry, P2PRegistryBuilder, Package, Query, Registry, Store,
+    UpdateType,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -202,6 +204,71 @@ async fn a_restarted_node_keeps_its_peer_id_packages_catalogue_and_content() {
         vec![42u8; 100_000]
     );
     second.stop().await.unwrap();
+}
+
+/// The DHT records and provider announcements a node holds for the network survive its
+/// restart: after the publisher is gone, a light node still gets the record from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_still_holds_the_dht_records_it_kept_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let keeper_config = || {
+        let mut c = config("/ip4/127.0.0.1/tcp/0", None);
+        c.registry.data_dir = Some(dir.path().to_path_buf());
+        c
+    };
+    let keeper = started(keeper_config()).await;
+    let publisher = started(config("/ip4/127.0.0.1/tcp/0", Some((&keeper, "/tcp/")))).await;
+    eventually("connected", || async {
+        (publisher.stats().await.connected_peers > 0).then_some(())
+    })
+    .await;
+    let published = publisher
+        .publish_with_content(Package::new("held".into(), "1.0.0".into()), vec![7u8; 5000])
+        .await
+        .unwrap();
+    let hash: ggen_p2p::rpc::content::ContentHash =
+        published.content_hash.as_deref().unwrap().parse().unwrap();
+    // The version key, the name key, and the publisher's provider announcement.
+    eventually("the keeper holds the DHT records", || async {
+        let s = keeper.stats().await;
+        (s.dht_records >= 2 && s.dht_provider_records >= 1).then_some(())
+    })
+    .await;
+    let publisher_id = publisher.local_peer_id();
+    publisher.stop().await.unwrap();
+    keeper.stop().await.unwrap();
+
+    // On disk, as the store keeps them.
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .dht_records()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(keys.contains(&package_key("held@1.0.0").to_vec()));
+        assert!(keys.contains(&name_key("held").to_vec()));
+        let providers = store.providers(&content_key(&hash)).unwrap();
+        assert!(providers.iter().any(|p| p.peer == publisher_id));
+    }
+
+    // Restored into the restarted node's DHT, and served to others from there.
+    let keeper = started(keeper_config()).await;
+    let s = keeper.stats().await;
+    assert!(s.dht_records >= 2, "restored records: {}", s.dht_records);
+    assert!(s.dht_provider_records >= 1);
+    let mut light_config = config("/ip4/127.0.0.1/tcp/0", Some((&keeper, "/tcp/")));
+    light_config.registry.catalogue = false;
+    let light = started(light_config).await;
+    let got = eventually("the light node gets the record from the keeper", || async {
+        light.get("held@1.0.0").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(got.content_hash, published.content_hash);
+    assert_eq!(got.version, "1.0.0");
+    light.stop().await.unwrap();
+    keeper.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,15 +8,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::SeedableRng;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
-    Action, KadEvent, Kademlia, KademliaConfig, Key, Message, PeerRecord, Progress, QueryError,
-    QueryId, QueryOutcome, QueryStats, Record, RecordValidator, RoutingTableSnapshot,
+    Action, KadEvent, Kademlia, KademliaConfig, Key, Message, PeerRecord, Persisted, Progress,
+    QueryError, QueryId, QueryOutcome, QueryStats, Record, RecordValidator, RoutingTableSnapshot,
 };
 use crate::identity::PeerId;
 use crate::node::{NodeError, NodeHandle};
@@ -59,6 +59,7 @@ enum Command {
         progress: Option<mpsc::UnboundedSender<Progress>>,
     },
     Snapshot(oneshot::Sender<RoutingTableSnapshot>),
+    StoreSizes(oneshot::Sender<(usize, usize)>),
     AddPeer(PeerId, crate::address::Multiaddr),
 }
 
@@ -69,6 +70,18 @@ enum Op {
     Provide(Bytes),
     Providers(Bytes),
     Bootstrap,
+}
+
+/// Durable storage for a DHT (see [`Dht::spawn_with`]).
+#[derive(Debug)]
+pub struct DhtPersistence {
+    /// Records kept from an earlier run: the record, its time left, and whether we
+    /// published it.
+    pub records: Vec<(Record, Duration, bool)>,
+    /// Provider records kept from an earlier run: the key, the provider, its time left.
+    pub providers: Vec<(Bytes, PeerRecord, Duration)>,
+    /// Receives every record and provider record stored from now on.
+    pub sink: mpsc::UnboundedSender<Persisted>,
 }
 
 /// Handle to a node's DHT. Cheap to clone.
@@ -87,6 +100,18 @@ impl Dht {
         config: KademliaConfig,
         validator: Option<Arc<dyn RecordValidator>>,
     ) -> Result<Dht, DhtError> {
+        Self::spawn_with(node, config, validator, None)
+    }
+
+    /// Like [`Dht::spawn`], with durable storage: the records and provider records in
+    /// `persistence` are put back first (validated, skipping expired ones), and every one
+    /// stored from then on is sent to its sink.
+    pub fn spawn_with(
+        node: &NodeHandle,
+        config: KademliaConfig,
+        validator: Option<Arc<dyn RecordValidator>>,
+        persistence: Option<DhtPersistence>,
+    ) -> Result<Dht, DhtError> {
         config.validate().map_err(DhtError::Config)?;
         let protocol = ProtocolId::new(config.protocol_name.clone(), 1)
             .map_err(|e| DhtError::Config(e.to_string()))?;
@@ -103,6 +128,17 @@ impl Dht {
                 .filter(|a| a.socket_addr().is_none_or(|s| !s.ip().is_unspecified()))
                 .collect(),
         );
+        let mut sink = None;
+        if let Some(p) = persistence {
+            for (record, left, local) in p.records {
+                core.restore_record(now, record, now + left, local);
+            }
+            for (key, provider, left) in p.providers {
+                core.restore_provider(now, key, provider, now + left);
+            }
+            core.set_persistence(true);
+            sink = Some(p.sink);
+        }
         let mut has_bootstrap = false;
         for addr in &node.config().bootstrap {
             if let Some(peer) = addr.peer_id() {
@@ -121,6 +157,7 @@ impl Dht {
             waiters: HashMap::new(),
             events: events.clone(),
             failed_tx,
+            sink,
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
         };
         if has_bootstrap {
@@ -275,6 +312,15 @@ impl Dht {
             .map_err(|_| DhtError::Stopped)?;
         rx.await.map_err(|_| DhtError::Stopped)
     }
+
+    /// How many records and provider records (key, provider pairs) this node holds.
+    pub async fn store_sizes(&self) -> Result<(usize, usize), DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::StoreSizes(tx))
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
 }
 
 fn now() -> Instant {
@@ -294,6 +340,7 @@ struct Driver {
     events: broadcast::Sender<KadEvent>,
     failed_tx: mpsc::UnboundedSender<(PeerId, Message)>,
     rng: rand::rngs::StdRng,
+    sink: Option<mpsc::UnboundedSender<Persisted>>,
 }
 
 impl Driver {
@@ -359,6 +406,12 @@ impl Driver {
                 };
                 self.waiters.insert(id, Waiter { reply, progress });
             }
+            Command::StoreSizes(tx) => {
+                let _ = tx.send((
+                    self.core.record_store().len(),
+                    self.core.provider_store().len(),
+                ));
+            }
             Command::Snapshot(tx) => {
                 let _ = tx.send(self.core.routing_table_snapshot(now));
             }
@@ -395,6 +448,11 @@ impl Driver {
                         _ => {}
                     }
                     let _ = self.events.send(e);
+                }
+                Action::Persist(p) => {
+                    if let Some(tx) = &self.sink {
+                        let _ = tx.send(p);
+                    }
                 }
             }
         }

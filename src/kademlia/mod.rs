@@ -18,11 +18,11 @@ mod routing_table;
 mod store;
 
 pub use config::{KademliaConfig, Mode};
-pub use driver::{Dht, DhtError};
+pub use driver::{Dht, DhtError, DhtPersistence};
 pub use key::{Distance, Key};
 pub use message::{Message, MessageLimits, PeerRecord, Record, Request, Response};
 pub use protocol::{
-    Action, KadEvent, Kademlia, Progress, QueryError, QueryId, QueryOutcome, QueryStats,
+    Action, KadEvent, Kademlia, Persisted, Progress, QueryError, QueryId, QueryOutcome, QueryStats,
     RecordValidator,
 };
 pub use query::Lookup;

@@ -43,6 +43,35 @@ pub enum Action {
     },
     /// Something to tell the application.
     Event(KadEvent),
+    /// A record or provider record was stored here: write it to durable storage, so a
+    /// restarted node still holds what the network placed on it. Emitted only with
+    /// [`Kademlia::set_persistence`] on.
+    Persist(Persisted),
+}
+
+/// A stored entry for durable storage (see [`Action::Persist`]); replaces any earlier entry
+/// under the same key (and, for providers, the same peer). Expired entries are the storage's
+/// to drop: each carries its expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persisted {
+    /// A record.
+    Record {
+        /// The record (its `ttl_secs` is not meaningful here; `expires` is).
+        record: Record,
+        /// When it expires.
+        expires: Instant,
+        /// We published it (we republish it).
+        local: bool,
+    },
+    /// A provider record.
+    Provider {
+        /// The content key.
+        key: Bytes,
+        /// Who provides it.
+        provider: PeerRecord,
+        /// When the announcement expires.
+        expires: Instant,
+    },
 }
 
 /// Why a query did not succeed.
@@ -224,6 +253,10 @@ pub struct Kademlia {
     next_request: u64,
     next_maintenance: Instant,
     bootstrap_query: Option<QueryId>,
+    persist: bool,
+    /// Restored records and provider keys of our own, republished at the next maintenance.
+    republish_soon: HashSet<Bytes>,
+    reprovide_soon: HashSet<Bytes>,
 }
 
 impl std::fmt::Debug for Kademlia {
@@ -269,6 +302,9 @@ impl Kademlia {
             next_request: 1,
             next_maintenance: now + maintenance_period(&config),
             bootstrap_query: None,
+            persist: false,
+            republish_soon: HashSet::new(),
+            reprovide_soon: HashSet::new(),
             limits,
             config,
         }
@@ -292,6 +328,85 @@ impl Kademlia {
     /// Installs the record validator.
     pub fn set_validator(&mut self, v: Arc<dyn RecordValidator>) {
         self.validator = Some(v);
+    }
+
+    /// Turns [`Action::Persist`] on or off (off by default).
+    pub fn set_persistence(&mut self, on: bool) {
+        self.persist = on;
+    }
+
+    /// Puts back a record that durable storage kept from an earlier run, expiring at
+    /// `expires`. A record we published is republished at the next maintenance (the network
+    /// may have lost it while we were away). Validated like a record from a peer;
+    /// returns false if refused (invalid, expired, or the store is full).
+    pub fn restore_record(
+        &mut self,
+        now: Instant,
+        record: Record,
+        expires: Instant,
+        local: bool,
+    ) -> bool {
+        let Some(ttl) = expires.checked_duration_since(now).filter(|t| !t.is_zero()) else {
+            return false;
+        };
+        if let Some(v) = &self.validator {
+            if v.validate(&record).is_err() {
+                return false;
+            }
+        }
+        let key = record.key.clone();
+        if self.records.put(now, record, ttl, local).is_err() {
+            return false;
+        }
+        if local {
+            self.republish_soon.insert(key);
+        }
+        true
+    }
+
+    /// Puts back a provider record from durable storage. Our own announcements are
+    /// re-announced at the next maintenance. Returns false if refused.
+    pub fn restore_provider(
+        &mut self,
+        now: Instant,
+        key: Bytes,
+        provider: PeerRecord,
+        expires: Instant,
+    ) -> bool {
+        let Some(ttl) = expires.checked_duration_since(now).filter(|t| !t.is_zero()) else {
+            return false;
+        };
+        if provider.peer == self.local {
+            self.providing.insert(key.clone(), now);
+            self.reprovide_soon.insert(key.clone());
+        }
+        self.providers.add(now, key, provider, ttl)
+    }
+
+    fn persist_record(&mut self, now: Instant, key: &[u8]) {
+        if !self.persist {
+            return;
+        }
+        if let Some(r) = self.records.stored(key) {
+            let (record, expires, local) = (r.record.clone(), r.expires, r.local);
+            if expires > now {
+                self.actions.push_back(Action::Persist(Persisted::Record {
+                    record,
+                    expires,
+                    local,
+                }));
+            }
+        }
+    }
+
+    fn persist_provider(&mut self, key: Bytes, provider: PeerRecord, ttl: Duration, now: Instant) {
+        if self.persist {
+            self.actions.push_back(Action::Persist(Persisted::Provider {
+                key,
+                provider,
+                expires: now + ttl,
+            }));
+        }
     }
 
     /// The addresses we tell others to reach us at (server mode).
@@ -508,9 +623,13 @@ impl Kademlia {
     ) -> QueryId {
         record.publisher.get_or_insert(self.local);
         record.ttl_secs = self.config.record_ttl.as_secs().min(u32::MAX as u64) as u32;
-        let _ = self
+        if self
             .records
-            .put(now, record.clone(), self.config.record_ttl, true);
+            .put(now, record.clone(), self.config.record_ttl, true)
+            .is_ok()
+        {
+            self.persist_record(now, &record.key);
+        }
         let quorum = quorum.unwrap_or(self.config.put_quorum).max(1);
         let target = Key::from_record_key(&record.key);
         self.start(now, target, Kind::PutRecord { record, quorum })
@@ -520,8 +639,10 @@ impl Kademlia {
     pub fn start_providing(&mut self, now: Instant, key: Bytes) -> QueryId {
         self.providing.insert(key.clone(), now);
         if let Some(me) = self.self_record() {
-            self.providers
-                .add(now, key.clone(), me, self.config.provider_record_ttl);
+            let ttl = self.config.provider_record_ttl;
+            if self.providers.add(now, key.clone(), me.clone(), ttl) {
+                self.persist_provider(key.clone(), me, ttl, now);
+            }
         }
         let target = Key::from_record_key(&key);
         self.start(now, target, Kind::StartProviding { key })
@@ -917,6 +1038,7 @@ impl Kademlia {
                 let key = record.key.clone();
                 match self.records.put(now, record, ttl, false) {
                     Ok(()) => {
+                        self.persist_record(now, &key);
                         self.emit(KadEvent::RecordStored { key, from });
                         Response::Stored
                     }
@@ -931,10 +1053,9 @@ impl Kademlia {
                         reason: "a peer can only announce itself as provider".into(),
                     };
                 }
-                if self
-                    .providers
-                    .add(now, key, provider, self.config.provider_record_ttl)
-                {
+                let ttl = self.config.provider_record_ttl;
+                if self.providers.add(now, key.clone(), provider.clone(), ttl) {
+                    self.persist_provider(key, provider, ttl, now);
                     Response::Stored
                 } else {
                     Response::Error {
@@ -1115,6 +1236,7 @@ impl Kademlia {
             self.table.touch_bucket(b, now);
             self.find_closest_peers(now, me.random_in_bucket(b, r));
         }
+        let ready = !self.table.is_empty();
         let due: Vec<Record> = self
             .records
             .iter()
@@ -1125,6 +1247,7 @@ impl Kademlia {
                     self.config.replication_interval
                 };
                 now.saturating_duration_since(r.last_replicated) >= every
+                    || (ready && self.republish_soon.contains(&r.record.key))
             })
             .map(|r| r.record.clone())
             .collect();
@@ -1136,13 +1259,173 @@ impl Kademlia {
         let reprovide: Vec<Bytes> = self
             .providing
             .iter()
-            .filter(|(_, t)| {
+            .filter(|(k, t)| {
                 now.saturating_duration_since(**t) >= self.config.provider_republish_interval
+                    || (ready && self.reprovide_soon.contains(*k))
             })
             .map(|(k, _)| k.clone())
             .collect();
+        // Restored entries wait for a peer to send them to.
+        if ready {
+            self.republish_soon.clear();
+            self.reprovide_soon.clear();
+        }
         for key in reprovide {
             self.start_providing(now, key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    fn record(key: &str) -> Record {
+        Record {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"value"),
+            publisher: None,
+            ttl_secs: 3600,
+        }
+    }
+
+    fn drain(k: &mut Kademlia) -> Vec<Action> {
+        std::iter::from_fn(|| k.poll_action()).collect()
+    }
+
+    fn persisted(actions: &[Action]) -> Vec<Persisted> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn addr(port: u16) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn stored_records_and_providers_are_reported_for_persistence_only_when_on() {
+        let now = Instant::now();
+        let (me, peer) = (Keypair::generate().peer_id(), Keypair::generate().peer_id());
+        let put = |id| Message::Request {
+            id,
+            sender: None,
+            body: Request::PutValue {
+                record: record("k"),
+            },
+        };
+        let mut k = Kademlia::new(me, KademliaConfig::default(), now);
+        k.handle_message(now, peer, put(1));
+        assert!(persisted(&drain(&mut k)).is_empty(), "off by default");
+
+        k.set_persistence(true);
+        k.handle_message(now, peer, put(2));
+        let p = persisted(&drain(&mut k));
+        assert!(
+            matches!(&p[..], [Persisted::Record { record, local: false, expires }]
+                if record.key == record_key("k") && *expires > now),
+            "{p:?}"
+        );
+        let provider = PeerRecord {
+            peer,
+            addrs: vec![addr(1)],
+        };
+        k.handle_message(
+            now,
+            peer,
+            Message::Request {
+                id: 3,
+                sender: None,
+                body: Request::AddProvider {
+                    key: record_key("c"),
+                    provider: provider.clone(),
+                },
+            },
+        );
+        let p = persisted(&drain(&mut k));
+        assert!(
+            matches!(&p[..], [Persisted::Provider { key, provider: got, .. }]
+                if *key == record_key("c") && *got == provider),
+            "{p:?}"
+        );
+    }
+
+    fn record_key(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn restored_entries_are_served_and_our_own_are_republished_at_the_next_maintenance() {
+        let now = Instant::now();
+        let (me, peer) = (Keypair::generate().peer_id(), Keypair::generate().peer_id());
+        let config = KademliaConfig::default();
+        let mut k = Kademlia::new(me, config.clone(), now);
+        k.set_listen_addrs(vec![addr(2)]);
+        let hour = Duration::from_secs(3600);
+        assert!(
+            !k.restore_record(now, record("gone"), now, false),
+            "expired"
+        );
+        assert!(k.restore_record(now, record("theirs"), now + hour, false));
+        assert!(k.restore_record(now, record("mine"), now + hour, true));
+        let me_record = PeerRecord {
+            peer: me,
+            addrs: vec![addr(2)],
+        };
+        assert!(k.restore_provider(now, record_key("blob"), me_record, now + hour));
+        assert!(k.record_store().get(now, b"theirs").is_some());
+        assert!(k.record_store().get(now, b"gone").is_none());
+        assert_eq!(k.provider_store().get(now, b"blob").len(), 1);
+
+        // With a peer to send to, the next maintenance pushes our record and our
+        // announcement again, and not the record we only hold for others.
+        k.add_address(now, peer, addr(1));
+        drain(&mut k);
+        let later = now + maintenance_period(&config);
+        k.handle_timeout(later, &mut rand::rng());
+        // Every query looks up the closest peers first: the one peer answers with no others,
+        // and the queries go on to their stores.
+        let mut sent: Vec<Request> = Vec::new();
+        let mut pending = drain(&mut k);
+        while !pending.is_empty() {
+            for a in std::mem::take(&mut pending) {
+                if let Action::Send {
+                    message: Message::Request { id, body, .. },
+                    ..
+                } = a
+                {
+                    let answer = match &body {
+                        Request::FindNode { .. } => Response::Nodes { closer: vec![] },
+                        Request::GetProviders { .. } => Response::Providers {
+                            providers: vec![],
+                            closer: vec![],
+                        },
+                        _ => Response::Stored,
+                    };
+                    sent.push(body);
+                    k.handle_message(later, peer, Message::Response { id, body: answer });
+                }
+            }
+            pending = drain(&mut k);
+        }
+        let puts: Vec<&Bytes> = sent
+            .iter()
+            .filter_map(|b| match b {
+                Request::PutValue { record } => Some(&record.key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(puts, vec![&record_key("mine")], "{sent:?}");
+        assert!(
+            sent.iter().any(
+                |b| matches!(b, Request::AddProvider { key, .. } if *key == record_key("blob"))
+            ),
+            "{sent:?}"
+        );
     }
 }

@@ -101,6 +101,11 @@ impl RecordStore {
         Some(rec)
     }
 
+    /// The stored entry under `key`, expired or not.
+    pub fn stored(&self, key: &[u8]) -> Option<&StoredRecord> {
+        self.records.get(key)
+    }
+
     /// Removes records past their expiry.
     pub fn expire(&mut self, now: Instant) {
         self.records.retain(|_, r| r.expires > now);

@@ -28,14 +28,16 @@ use super::protocol::{
     SearchProtocol, SyncProtocol, SyncRequest, SyncResponse, content_key, name_key, package_key,
 };
 use super::signed::{Admission, SignedPackage, admit};
-use super::store::{Batch, OwnerEntry, Store};
+use super::store::{
+    Batch, DhtRecordEntry, OwnerEntry, ProviderEntry, Store, instant_to_unix_ms, unix_ms_now,
+};
 use super::types::{NetworkStats, Package, PackageUpdate, Query, SearchResult, UpdateType};
 use super::writer::StoreWriter;
 use crate::Multiaddr;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryMethod};
 use crate::gossip::{Gossip, Topic};
 use crate::identity::{Keypair, PeerId};
-use crate::kademlia::{Dht, DhtError, QueryError, Record};
+use crate::kademlia::{Dht, DhtError, DhtPersistence, Persisted, QueryError, Record};
 use crate::node::{Node, NodeConfig, NodeHandle};
 use crate::rpc::content::{ContentHash, ContentService, ContentSource};
 use crate::rpc::{Rpc, RpcError};
@@ -297,7 +299,18 @@ impl P2PRegistry {
                 )));
             }
         };
-        let started = self.start_services(&node, &config).await;
+        let persistence = match &store {
+            Some(s) => match self.dht_persistence(s.clone()).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    node.shutdown().await;
+                    self.detach_store().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let started = self.start_services(&node, &config, persistence).await;
         let running = match started {
             Ok(r) => r,
             Err(e) => {
@@ -341,12 +354,72 @@ impl P2PRegistry {
         Ok(())
     }
 
-    async fn start_services(&self, node: &NodeHandle, config: &P2PConfig) -> Result<Running> {
+    /// The DHT's durable storage: what the store kept (expired entries dropped first), and
+    /// the receiving end of the sink through which the DHT reports what it stores next.
+    async fn dht_persistence(
+        &self,
+        store: Arc<Store>,
+    ) -> Result<(
+        DhtPersistence,
+        tokio::sync::mpsc::UnboundedReceiver<Persisted>,
+    )> {
+        let (records, providers) = tokio::task::spawn_blocking(move || {
+            let now_ms = unix_ms_now();
+            store.expire(now_ms)?;
+            let records: Vec<(Record, Duration, bool)> = store
+                .dht_records()?
+                .into_iter()
+                .filter_map(|(k, e)| {
+                    let left = e.remaining(now_ms)?;
+                    Some((e.to_record(&k, now_ms)?, left, e.local))
+                })
+                .collect();
+            let providers: Vec<(Bytes, crate::kademlia::PeerRecord, Duration)> = store
+                .all_providers()?
+                .into_iter()
+                .flat_map(|(k, list)| {
+                    let key = Bytes::from(k);
+                    list.into_iter().filter_map(move |p| {
+                        let left = (p.expires_at_ms > now_ms)
+                            .then(|| Duration::from_millis(p.expires_at_ms - now_ms))?;
+                        Some((key.clone(), p.to_peer_record(), left))
+                    })
+                })
+                .collect();
+            Ok::<_, RegistryError>((records, providers))
+        })
+        .await
+        .map_err(|e| RegistryError::Storage(e.to_string()))??;
+        let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok((
+            DhtPersistence {
+                records,
+                providers,
+                sink,
+            },
+            rx,
+        ))
+    }
+
+    async fn start_services(
+        &self,
+        node: &NodeHandle,
+        config: &P2PConfig,
+        persistence: Option<(
+            DhtPersistence,
+            tokio::sync::mpsc::UnboundedReceiver<Persisted>,
+        )>,
+    ) -> Result<Running> {
         let net = |what: &str, e: String| RegistryError::Network(format!("{what}: {e}"));
-        let dht = Dht::spawn(
+        let (persistence, persisted) = match persistence {
+            Some((p, rx)) => (Some(p), Some(rx)),
+            None => (None, None),
+        };
+        let dht = Dht::spawn_with(
             node,
             config.dht.clone(),
             Some(Arc::new(PackageRecordValidator)),
+            persistence,
         )
         .map_err(|e| net("dht", e.to_string()))?;
         let gossip = Gossip::spawn(node, config.gossipsub.clone())
@@ -357,6 +430,42 @@ impl P2PRegistry {
             .await
             .map_err(|e| net("content", e.to_string()))?;
         let mut tasks = Vec::new();
+        // What the DHT stores goes to the store writer, in batches of whatever queued up.
+        if let Some(mut rx) = persisted {
+            let st = self.state.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while rx.recv_many(&mut buf, 1024).await > 0 {
+                    let (now, now_ms) = (Instant::now(), unix_ms_now());
+                    let mut batch = Batch::new();
+                    for p in buf.drain(..) {
+                        match p {
+                            Persisted::Record {
+                                record,
+                                expires,
+                                local,
+                            } => {
+                                let at = instant_to_unix_ms(expires, now, now_ms);
+                                let entry = DhtRecordEntry::from_record(&record, at, local);
+                                batch.put_dht_record(&record.key, entry);
+                            }
+                            Persisted::Provider {
+                                key,
+                                provider,
+                                expires,
+                            } => {
+                                let at = instant_to_unix_ms(expires, now, now_ms);
+                                let entry = ProviderEntry::from_peer_record(&provider, at);
+                                batch.add_provider(&key, entry);
+                            }
+                        }
+                    }
+                    if let Some(w) = writer(&st) {
+                        w.submit(batch);
+                    }
+                }
+            }));
+        }
         // Serve sync and (full nodes) search.
         let st = self.state.clone();
         rpc.register::<SyncProtocol, _, _>(move |_, req| {
@@ -666,6 +775,7 @@ impl P2PRegistry {
             read(&st.counters.dht_failures),
         );
         let (g, h) = (read(&st.counters.gets), read(&st.counters.get_hits));
+        let (dht_records, dht_provider_records) = dht.store_sizes().await.unwrap_or((0, 0));
         let topics = self
             .running
             .lock()
@@ -682,6 +792,8 @@ impl P2PRegistry {
                 .map_or(0, |p| p.values().map(|s| s.len()).sum()),
             gossip_topics: topics,
             catalogue_size: st.catalogue.read().map_or(0, |c| c.len()),
+            dht_records,
+            dht_provider_records,
             dht_query_success_rate: if q == 0 {
                 1.0
             } else {

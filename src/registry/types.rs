@@ -213,6 +213,12 @@ pub struct NetworkStats {
     pub gossip_topics: usize,
     /// Catalogue entries (package versions searchable locally).
     pub catalogue_size: usize,
+    /// Records this node's DHT holds (for the network and its own), kept across restarts
+    /// with a data directory.
+    pub dht_records: usize,
+    /// Provider announcements (key, provider pairs) this node's DHT holds, kept across
+    /// restarts with a data directory.
+    pub dht_provider_records: usize,
     /// Share of DHT queries that succeeded (1.0 before any).
     pub dht_query_success_rate: f64,
     /// Share of `get` calls answered from the local store.

@@ -308,7 +308,8 @@ impl Simulator {
                 }) => {
                     self.finished.insert((i, query), (outcome, stats));
                 }
-                Action::Event(_) => {}
+                // Simulated nodes never restart; persistence is off for them.
+                Action::Event(_) | Action::Persist(_) => {}
             }
         }
         self.schedule_timer(i);
