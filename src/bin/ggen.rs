@@ -280,6 +280,7 @@ fn start_config(args: &StartArgs) -> Result<P2PConfig, String> {
 async fn start(args: StartArgs) -> Result<(), String> {
     let config = start_config(&args)?;
     let dir = config.registry.data_dir.clone().unwrap_or_default();
+    let mdns = config.bootstrap.mdns_enabled;
     // Listen for the stop signals before anything is printed: a script that reads our
     // addresses and then sends SIGTERM must get a clean stop, not the default action.
     let mut stop = StopSignal::install().map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -287,7 +288,13 @@ async fn start(args: StartArgs) -> Result<(), String> {
         .with_config(config)
         .build()
         .map_err(|e| one_line(&e))?;
-    registry.start().await.map_err(|e| one_line(&e))?;
+    if let Err(e) = registry.start().await {
+        let mut msg = one_line(&e);
+        if mdns && msg.contains("mDNS") {
+            msg.push_str(" (--no-mdns starts the node without mDNS)");
+        }
+        return Err(msg);
+    }
     let me = registry.local_peer_id();
     println!("peer id: {me}");
     for addr in registry.listen_addresses() {
