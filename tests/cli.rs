@@ -32,6 +32,7 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
             "/ip4/127.0.0.1/tcp/0",
             "--listen",
             "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--no-mdns",
         ])
         .arg("--data-dir")
         .arg(data_dir)
@@ -229,14 +230,14 @@ fn corrupt_identity_file_is_a_clear_error() {
 
 /// Two `ggen p2p start` processes, the second bootstrapping through the first, serve the DHT:
 /// a library node that knows only the first finds the second by lookup. A `--config` file
-/// with `[kademlia]` and `[gossipsub]` tables is accepted.
+/// (a `P2PConfig`) with `[network]`, `[dht]` and `[gossipsub]` tables is accepted.
 #[test]
 fn started_nodes_serve_the_dht() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = da.path().join("node.toml");
     std::fs::write(
         &config,
-        "max_connections = 50\n[kademlia]\nk = 16\n[gossipsub]\nmesh_n = 6\n",
+        "[network]\nmax_connections = 50\n[dht]\nk = 16\n[gossipsub]\nmesh_n = 6\n",
     )
     .unwrap();
     let a = start(da.path(), &["--config", config.to_str().unwrap()]);
