@@ -494,8 +494,6 @@ fn sigterm_stops_cleanly_and_releases_the_data_dir() {
 /// A seeder with a data directory keeps the content it replicated across a restart, after
 /// the publisher has gone (DESIGN: "Nothing is lost").
 #[test]
-#[ignore = "registry: replicate_one keeps replicated content in memory only \
-            (ContentSource::Bytes, never Store::put_blob), so a restarted seeder has none"]
 fn a_restarted_seeder_still_serves_replicated_content() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("seeder");

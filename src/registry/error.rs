@@ -64,6 +64,15 @@ pub enum RegistryError {
         /// Which provider, or what else.
         reason: String,
     },
+    /// Providers of the content are known, but none delivered it (unreachable, busy, or
+    /// without it); nobody sent bad data.
+    #[error("no provider delivered the content of {id}: {reason}")]
+    ContentUnavailable {
+        /// `name@version`.
+        id: String,
+        /// What each provider did.
+        reason: String,
+    },
     /// The package has no content to fetch.
     #[error("{0} has no content")]
     NoContent(String),
@@ -82,6 +91,7 @@ impl RegistryError {
         matches!(
             self,
             RegistryError::NoProviders
+                | RegistryError::ContentUnavailable { .. }
                 | RegistryError::ConnectionTimeout
                 | RegistryError::DhtTimeout
                 | RegistryError::Network(_)

@@ -39,7 +39,7 @@ use crate::gossip::{Gossip, Topic};
 use crate::identity::{Keypair, PeerId};
 use crate::kademlia::{Dht, DhtError, DhtPersistence, Persisted, QueryError, Record};
 use crate::node::{Node, NodeConfig, NodeHandle};
-use crate::rpc::content::{ContentHash, ContentService, ContentSource};
+use crate::rpc::content::{ContentError, ContentHash, ContentService, ContentSource};
 use crate::rpc::{Rpc, RpcError};
 
 /// The seed's registry operations; object-safe (`Arc<dyn Registry>` works).
@@ -493,9 +493,44 @@ impl P2PRegistry {
                 dht.clone(),
                 self.peer_id,
             );
+            let every = Duration::from_secs(config.registry.sync_interval.max(1));
             tasks.push(tokio::spawn(async move {
-                while let Some(r) = admitted.recv().await {
-                    replicate_one(&st, &svc, &dht2, &r, me).await;
+                // Newly admitted records at once; every interval (and first soon after
+                // start), whatever content is still missing: held before a restart but
+                // not kept, or whose providers were unreachable before.
+                let mut sweep = tokio::time::interval_at(
+                    tokio::time::Instant::now() + Duration::from_secs(1),
+                    every,
+                );
+                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        r = admitted.recv() => match r {
+                            Some(r) => replicate_one(&st, &svc, &dht2, &r, me).await,
+                            None => return,
+                        },
+                        _ = sweep.tick() => {
+                            let missing: Vec<SignedPackage> = st
+                                .records
+                                .read()
+                                .map(|r| {
+                                    r.values()
+                                        .filter(|s| {
+                                            s.package
+                                                .content_hash
+                                                .as_deref()
+                                                .and_then(|h| h.parse::<ContentHash>().ok())
+                                                .is_some_and(|h| !svc.is_serving(&h))
+                                        })
+                                        .cloned()
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            for r in missing {
+                                replicate_one(&st, &svc, &dht2, &r, me).await;
+                            }
+                        }
+                    }
                 }
             }));
         }
@@ -823,7 +858,7 @@ impl P2PRegistry {
         package.content_hash = Some(hash.to_string());
         package.size = bytes.len() as u64;
         let already_held = self.local_content(&hash).await.is_some();
-        let source = self.keep_blob(hash, bytes).await?;
+        let source = keep_blob(&self.state, hash, bytes).await?;
         svc.serve_content(hash, source)
             .await
             .map_err(|e| RegistryError::Storage(e.to_string()))?;
@@ -888,7 +923,7 @@ impl P2PRegistry {
                         .after_fetch(&svc, &dht, hash, bytes, started.elapsed())
                         .await;
                 }
-                Err(e) => first_error = Some(e.to_string()),
+                Err(e) => first_error = Some(e),
             }
         }
         if let Ok((found, _)) = self.timed_dht(dht.get_providers(content_key(&hash))).await {
@@ -901,24 +936,37 @@ impl P2PRegistry {
         } else {
             providers.clear();
         }
-        if providers.is_empty() {
-            return Err(match first_error {
-                Some(reason) => RegistryError::ContentMismatch {
+        // A provider that sent bad data makes it a mismatch (tampering somewhere); only
+        // unreachable or empty-handed providers make it "unavailable", worth a retry.
+        let failed = |errors: Vec<ContentError>| {
+            let reason = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            if errors.iter().any(ContentError::is_bad_content) {
+                RegistryError::ContentMismatch {
                     id: package.id.clone(),
                     expected: hash.to_string(),
                     reason,
-                },
+                }
+            } else {
+                RegistryError::ContentUnavailable {
+                    id: package.id.clone(),
+                    reason,
+                }
+            }
+        };
+        if providers.is_empty() {
+            return Err(match first_error {
+                Some(e) => failed(vec![e]),
                 None => RegistryError::NoProviders,
             });
         }
-        let bytes = svc
-            .fetch_content(hash, &providers, None)
-            .await
-            .map_err(|e| RegistryError::ContentMismatch {
-                id: package.id.clone(),
-                expected: hash.to_string(),
-                reason: e.to_string(),
-            })?;
+        let bytes = match svc.fetch_content(hash, &providers, None).await {
+            Ok(b) => b,
+            Err(e) => return Err(failed(first_error.into_iter().chain([e]).collect())),
+        };
         self.after_fetch(&svc, &dht, hash, bytes, started.elapsed())
             .await
     }
@@ -934,7 +982,7 @@ impl P2PRegistry {
     ) -> Result<Bytes> {
         self.record_latency(took);
         // Now a provider too (and the blob is kept, with a data directory).
-        if let Ok(source) = self.keep_blob(hash, bytes.clone()).await {
+        if let Ok(source) = keep_blob(&self.state, hash, bytes.clone()).await {
             let _ = svc.serve_content(hash, source).await;
         }
         if let Ok(mut p) = self.state.providers.write() {
@@ -948,22 +996,6 @@ impl P2PRegistry {
             }
         });
         Ok(bytes)
-    }
-
-    /// Stores a blob content-addressed in the data directory (atomically) and returns the
-    /// source to serve it from; without a data directory, the bytes themselves.
-    async fn keep_blob(&self, hash: ContentHash, bytes: Bytes) -> Result<ContentSource> {
-        let store = self.state.store.read().ok().and_then(|s| s.clone());
-        let Some(store) = store else {
-            if let Ok(mut b) = self.state.blobs.write() {
-                b.insert(hash, bytes.clone());
-            }
-            return Ok(ContentSource::Bytes(bytes));
-        };
-        let path = tokio::task::spawn_blocking(move || store.put_blob(&hash, &bytes))
-            .await
-            .map_err(|e| RegistryError::Storage(e.to_string()))??;
-        Ok(ContentSource::File(path))
     }
 
     /// Content this node holds itself, from memory or the data directory (verified).
@@ -1315,6 +1347,23 @@ fn commit(st: &State, events: &broadcast::Sender<PackageUpdate>, p: Prepared) ->
     update
 }
 
+/// Stores a blob content-addressed in the data directory (atomically) and returns the
+/// source to serve it from; without a data directory, keeps the bytes in memory and serves
+/// them from there.
+async fn keep_blob(st: &State, hash: ContentHash, bytes: Bytes) -> Result<ContentSource> {
+    let store = st.store.read().ok().and_then(|s| s.clone());
+    let Some(store) = store else {
+        if let Ok(mut b) = st.blobs.write() {
+            b.insert(hash, bytes.clone());
+        }
+        return Ok(ContentSource::Bytes(bytes));
+    };
+    let path = tokio::task::spawn_blocking(move || store.put_blob(&hash, &bytes))
+        .await
+        .map_err(|e| RegistryError::Storage(e.to_string()))??;
+    Ok(ContentSource::File(path))
+}
+
 /// A seeder's copy of `record`'s content: fetched from its providers (verified), served,
 /// and announced in the DHT. Failures are left for the next sync to retry.
 async fn replicate_one(
@@ -1348,11 +1397,11 @@ async fn replicate_one(
     let Ok(bytes) = svc.fetch_content(hash, &providers, None).await else {
         return;
     };
-    if svc
-        .serve_content(hash, ContentSource::Bytes(bytes))
-        .await
-        .is_ok()
-    {
+    // Kept like our own content, so a restarted seeder still serves it.
+    let Ok(source) = keep_blob(st, hash, bytes).await else {
+        return;
+    };
+    if svc.serve_content(hash, source).await.is_ok() {
         if let Ok(mut p) = st.providers.write() {
             p.entry(hash).or_default().insert(me);
         }

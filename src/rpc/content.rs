@@ -397,7 +397,7 @@ pub enum ContentError {
     #[error("every provider failed: {}", format_reasons(.reasons))]
     AllProvidersFailed {
         /// Each provider and why it was dropped.
-        reasons: Vec<(PeerId, String)>,
+        reasons: Vec<ProviderFailure>,
     },
     /// The content is larger than the configured maximum.
     #[error("content of {size} bytes is above the limit of {max}")]
@@ -426,11 +426,54 @@ pub enum ContentError {
     Config(String),
 }
 
-fn format_reasons(r: &[(PeerId, String)]) -> String {
+fn format_reasons(r: &[ProviderFailure]) -> String {
     r.iter()
-        .map(|(p, why)| format!("{p}: {why}"))
+        .map(|f| format!("{}: {}", f.peer, f.reason))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Why one provider was dropped from a download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderFailure {
+    /// The provider.
+    pub peer: PeerId,
+    /// What went wrong, for people.
+    pub reason: String,
+    /// It sent data that contradicts the content address (bad chunks, a wrong or invalid
+    /// manifest), as opposed to being unreachable, busy or without the content.
+    pub bad_content: bool,
+}
+
+impl ProviderFailure {
+    fn failed(peer: PeerId, reason: impl Into<String>) -> Self {
+        Self {
+            peer,
+            reason: reason.into(),
+            bad_content: false,
+        }
+    }
+
+    fn lied(peer: PeerId, reason: impl Into<String>) -> Self {
+        Self {
+            peer,
+            reason: reason.into(),
+            bad_content: true,
+        }
+    }
+}
+
+impl ContentError {
+    /// Whether some provider sent data that contradicts the content address (the content
+    /// was tampered with somewhere), rather than every provider being unreachable or
+    /// without it.
+    pub fn is_bad_content(&self) -> bool {
+        match self {
+            ContentError::HashMismatch { .. } => true,
+            ContentError::AllProvidersFailed { reasons } => reasons.iter().any(|f| f.bad_content),
+            _ => false,
+        }
+    }
 }
 
 /// Counters of one content service.
@@ -714,7 +757,7 @@ impl ContentService {
                 (rank, p, r)
             });
         }
-        let mut reasons: Vec<(PeerId, String)> = Vec::new();
+        let mut reasons: Vec<ProviderFailure> = Vec::new();
         let mut not_found = 0usize;
         let mut too_large = None;
         // Distinct manifests with the providers that announced each, by rank.
@@ -724,7 +767,7 @@ impl ContentService {
             let bytes = match r {
                 Ok(b) => b,
                 Err(e) => {
-                    reasons.push((p, format!("info request failed: {e}")));
+                    reasons.push(ProviderFailure::failed(p, format!("info request failed: {e}")));
                     continue;
                 }
             };
@@ -732,14 +775,14 @@ impl ContentService {
                 match crate::wire::decode_bounded(&bytes, MAX_RESPONSE, "content info") {
                     Ok(i) => i,
                     Err(e) => {
-                        reasons.push((p, format!("undecodable info: {e}")));
+                        reasons.push(ProviderFailure::lied(p, format!("undecodable info: {e}")));
                         continue;
                     }
                 };
             let manifest = match info {
                 InfoResponse::NotFound => {
                     not_found += 1;
-                    reasons.push((p, "does not have the content".into()));
+                    reasons.push(ProviderFailure::failed(p, "does not have the content"));
                     continue;
                 }
                 InfoResponse::Found(m) => m,
@@ -748,12 +791,12 @@ impl ContentService {
                 Ok(()) => {}
                 Err(ManifestProblem::TooLarge(size)) => {
                     too_large = Some(size);
-                    reasons.push((p, format!("announced {size} bytes, above our limit")));
+                    reasons.push(ProviderFailure::failed(p, format!("announced {size} bytes, above our limit")));
                     continue;
                 }
                 Err(ManifestProblem::Invalid(why)) => {
                     rpc.report_bad_content(p);
-                    reasons.push((p, format!("invalid manifest: {why}")));
+                    reasons.push(ProviderFailure::lied(p, format!("invalid manifest: {why}")));
                     continue;
                 }
             }
@@ -816,9 +859,9 @@ impl ContentService {
             // announced it is at fault.
             for p in &members {
                 rpc.report_bad_content(*p);
-                reasons.push((
+                reasons.push(ProviderFailure::lied(
                     *p,
-                    "its manifest does not hash to the content address".into(),
+                    "its manifest does not hash to the content address",
                 ));
             }
             mismatch = members.first().copied();
@@ -909,10 +952,10 @@ impl<'a> Download<'a> {
     fn drop_provider(
         &mut self,
         i: usize,
-        why: String,
+        why: ProviderFailure,
         assigned: &mut HashMap<usize, (usize, AbortHandle)>,
         pending: &mut VecDeque<usize>,
-        reasons: &mut Vec<(PeerId, String)>,
+        reasons: &mut Vec<ProviderFailure>,
     ) {
         let Some(p) = self.provs.get_mut(i) else {
             return;
@@ -922,7 +965,7 @@ impl<'a> Download<'a> {
         }
         p.alive = false;
         add(&self.counters.providers_dropped, 1);
-        reasons.push((p.peer, why));
+        reasons.push(why);
         let mine: Vec<usize> = assigned
             .iter()
             .filter(|(_, (owner, _))| *owner == i)
@@ -943,7 +986,7 @@ impl<'a> Download<'a> {
         &mut self,
         sink: &mut Sink,
         mut pending: VecDeque<usize>,
-        reasons: &mut Vec<(PeerId, String)>,
+        reasons: &mut Vec<ProviderFailure>,
     ) -> Result<bool, ContentError> {
         let (rpc, config, counters, manifest, hash) = (
             self.rpc,
@@ -1018,9 +1061,13 @@ impl<'a> Download<'a> {
                         add(&counters.bad_chunks, 1);
                         rpc.report_bad_content(p.peer);
                         pending.push_front(c);
+                        let peer = p.peer;
                         self.drop_provider(
                             i,
-                            format!("bad content: chunk {c} does not match the manifest"),
+                            ProviderFailure::lied(
+                                peer,
+                                format!("bad content: chunk {c} does not match the manifest"),
+                            ),
                             &mut assigned,
                             &mut pending,
                             reasons,
@@ -1051,9 +1098,10 @@ impl<'a> Download<'a> {
                         p.busy += 1;
                         continue;
                     }
+                    let peer = p.peer;
                     self.drop_provider(
                         i,
-                        format!("range request failed: {e}"),
+                        ProviderFailure::failed(peer, format!("range request failed: {e}")),
                         &mut assigned,
                         &mut pending,
                         reasons,
@@ -1067,7 +1115,7 @@ impl<'a> Download<'a> {
     /// manifest. Reports and drops the providers that sent them, forgets the chunks, rewinds
     /// the whole-blob hash to the first of them, puts every remaining provider on probation,
     /// and returns the chunks to fetch again.
-    fn reject(&mut self, bad: &[usize], reasons: &mut Vec<(PeerId, String)>) -> VecDeque<usize> {
+    fn reject(&mut self, bad: &[usize], reasons: &mut Vec<ProviderFailure>) -> VecDeque<usize> {
         let mut culprits: Vec<(usize, usize)> = Vec::new();
         for &c in bad {
             let Some(owner) = self.served_by.get(c).copied() else {
@@ -1097,7 +1145,7 @@ impl<'a> Download<'a> {
             if p.alive {
                 p.alive = false;
                 add(&self.counters.providers_dropped, 1);
-                reasons.push((
+                reasons.push(ProviderFailure::lied(
                     p.peer,
                     format!("bad content: {k} chunks do not match the manifest"),
                 ));
