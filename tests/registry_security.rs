@@ -504,3 +504,33 @@ async fn one_honest_provider_among_liars_gives_the_exact_bytes() {
     }
     liar.node.shutdown().await;
 }
+
+/// Not a lie, only an outage: when the only provider is offline, the fetch fails with an
+/// error the seed's retry loop retries (`is_transient`), not a content mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_provider_is_a_transient_error_not_a_mismatch() {
+    let hub = registry(content_config(None, None)).await;
+    let alice = registry(content_config(Some(&hub), None)).await;
+    let bob = registry(content_config(Some(&hub), None)).await;
+    connected(&[&hub, &alice, &bob]).await;
+    alice
+        .publish_with_content(Package::new("kit".into(), "1.0.0".into()), blob(10_000, 1))
+        .await
+        .unwrap();
+    eventually("bob knows kit", || async {
+        bob.get("kit@1.0.0").await.ok().flatten().is_some()
+    })
+    .await;
+    alice.stop().await.unwrap();
+    let err = tokio::time::timeout(T, bob.fetch_content("kit@1.0.0"))
+        .await
+        .expect("the fetch ends in time")
+        .unwrap_err();
+    assert!(
+        err.is_transient(),
+        "an offline provider should be retryable, got {err:?}"
+    );
+    for n in [&hub, &bob] {
+        n.stop().await.unwrap();
+    }
+}
