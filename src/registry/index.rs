@@ -172,23 +172,30 @@ struct NameScores {
 }
 
 impl NameScores {
-    fn touch(&mut self, n: u32) -> &mut f64 {
-        let e = &mut self.score[n as usize];
-        if *e == 0.0 {
-            self.touched.push(n);
+    /// Applies `f` to name `n`'s score (an unknown slot, never the case, is ignored).
+    fn update(&mut self, n: u32, f: impl FnOnce(&mut f64)) {
+        if let Some(e) = self.score.get_mut(n as usize) {
+            if *e == 0.0 {
+                self.touched.push(n);
+            }
+            f(e);
         }
-        e
     }
 
     fn raise(&mut self, n: u32, w: f64) {
-        let e = self.touch(n);
-        if *e < w {
-            *e = w;
-        }
+        self.update(n, |e| {
+            if *e < w {
+                *e = w;
+            }
+        });
     }
 
     fn add(&mut self, n: u32, w: f64) {
-        *self.touch(n) += w;
+        self.update(n, |e| *e += w);
+    }
+
+    fn get(&self, n: u32) -> f64 {
+        self.score.get(n as usize).copied().unwrap_or(0.0)
     }
 }
 
@@ -262,8 +269,8 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn bucket_hash(id: &str) -> u64 {
-    let h = sha256(id.as_bytes());
-    u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+    let [a, b, c, d, e, f, g, h, ..] = sha256(id.as_bytes());
+    u64::from_be_bytes([a, b, c, d, e, f, g, h])
 }
 
 fn fnv(chars: impl Iterator<Item = char>) -> u64 {
@@ -377,7 +384,12 @@ impl Catalogue {
     pub fn insert(&mut self, package: Package) -> InsertOutcome {
         let mut package = package;
         package.id = package.canonical_id();
-        let fp = sha256(&postcard::to_allocvec(&package).expect("Package encodes"));
+        // Encoding into a `Vec` cannot fail for a `Package`; should it ever, the fingerprint
+        // still follows every field (through their debug form).
+        let fp = match postcard::to_allocvec(&package) {
+            Ok(bytes) => sha256(&bytes),
+            Err(_) => sha256(format!("{package:?}").as_bytes()),
+        };
         self.insert_with_fingerprint(package, fp)
     }
 
@@ -395,8 +407,10 @@ impl Catalogue {
             InsertOutcome::NewName
         };
         if let Some(&slot) = self.ids.get(&package.id) {
-            let doc = self.docs[slot as usize].as_ref().expect("live doc");
-            if doc.fingerprint == fingerprint && doc.package == package {
+            if self
+                .doc(slot)
+                .is_some_and(|d| d.fingerprint == fingerprint && d.package == package)
+            {
                 return InsertOutcome::Unchanged;
             }
             self.remove(&package.id.clone());
@@ -468,13 +482,15 @@ impl Catalogue {
                 tag_mask |= 1 << id;
             }
         }
-        self.hot[slot as usize] = Hot {
-            name_id,
-            category,
-            lens,
-            downloads: package.downloads,
-            tag_mask,
-        };
+        if let Some(h) = self.hot.get_mut(slot as usize) {
+            *h = Hot {
+                name_id,
+                category,
+                lens,
+                downloads: package.downloads,
+                tag_mask,
+            };
+        }
         let doc = Doc {
             fingerprint,
             name_id,
@@ -486,18 +502,31 @@ impl Catalogue {
             package,
         };
         self.ids.insert(doc.package.id.clone(), slot);
+        // `name_id_or_insert` has just made the name's slot live; versions are ordered by
+        // (version, id), and a slot without a doc (none is ever listed) would sort first.
         let key = (&doc.version, &doc.package.id);
-        let entry = self.name_slots[name_id as usize]
-            .as_mut()
-            .expect("live name");
         let docs = &self.docs;
-        let pos = entry.versions.partition_point(|&s| {
-            let d = docs[s as usize].as_ref().expect("live doc");
-            (&d.version, &d.package.id) < key
-        });
-        entry.versions.insert(pos, slot);
-        self.name_latest[name_id as usize] = *entry.versions.last().expect("a version");
-        self.docs[slot as usize] = Some(doc);
+        if let Some(entry) = self
+            .name_slots
+            .get_mut(name_id as usize)
+            .and_then(Option::as_mut)
+        {
+            let pos = entry.versions.partition_point(|&s| {
+                docs.get(s as usize)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|d| (&d.version, &d.package.id) < key)
+            });
+            entry.versions.insert(pos, slot);
+            if let (Some(&last), Some(latest)) = (
+                entry.versions.last(),
+                self.name_latest.get_mut(name_id as usize),
+            ) {
+                *latest = last;
+            }
+        }
+        if let Some(d) = self.docs.get_mut(slot as usize) {
+            *d = Some(doc);
+        }
     }
 
     fn name_id_or_insert(&mut self, name: &str) -> u32 {
@@ -525,23 +554,27 @@ impl Catalogue {
             self.add_name_token(t, id);
         }
         self.names.insert(name.to_string(), id);
-        self.name_slots[id as usize] = Some(NameEntry {
-            name: name.to_string(),
-            lname,
-            norm,
-            tokens,
-            versions: Vec::new(),
-        });
+        if let Some(e) = self.name_slots.get_mut(id as usize) {
+            *e = Some(NameEntry {
+                name: name.to_string(),
+                lname,
+                norm,
+                tokens,
+                versions: Vec::new(),
+            });
+        }
         id
     }
 
     fn add_name_token(&mut self, token: &str, name_id: u32) {
-        if let Some(&tid) = self.tokens.get(token) {
-            self.token_slots[tid as usize]
-                .as_mut()
-                .expect("live token")
-                .names
-                .push(name_id);
+        // A token id whose slot is not live (never the case) is replaced by a new one below.
+        if let Some(entry) = self
+            .tokens
+            .get(token)
+            .and_then(|&tid| self.token_slots.get_mut(tid as usize))
+            .and_then(Option::as_mut)
+        {
+            entry.names.push(name_id);
             return;
         }
         let tid = match self.free_tokens.pop() {
@@ -559,21 +592,31 @@ impl Catalogue {
             }
         }
         self.tokens.insert(text.clone(), tid);
-        self.token_slots[tid as usize] = Some(TokenEntry {
-            text,
-            names: vec![name_id],
-        });
+        if let Some(e) = self.token_slots.get_mut(tid as usize) {
+            *e = Some(TokenEntry {
+                text,
+                names: vec![name_id],
+            });
+        }
     }
 
     fn remove_name_token(&mut self, token: &str, name_id: u32) {
         let Some(&tid) = self.tokens.get(token) else {
             return;
         };
-        let entry = self.token_slots[tid as usize].as_mut().expect("live token");
+        let Some(slot) = self.token_slots.get_mut(tid as usize) else {
+            return;
+        };
+        let Some(entry) = slot.as_mut() else {
+            // A stale id (never the case): forget it, without freeing a slot twice.
+            self.tokens.remove(token);
+            return;
+        };
         remove_from(&mut entry.names, &name_id);
         if !entry.names.is_empty() {
             return;
         }
+        *slot = None;
         let depth = token_depth(token.chars().count());
         if depth > 0 {
             for h in deletion_hashes(token, depth) {
@@ -586,13 +629,20 @@ impl Catalogue {
             }
         }
         self.tokens.remove(token);
-        self.token_slots[tid as usize] = None;
         self.free_tokens.push(tid);
     }
 
     fn remove_name(&mut self, name_id: u32) {
-        let entry = self.name_slots[name_id as usize].take().expect("live name");
-        self.name_latest[name_id as usize] = NONE;
+        let Some(entry) = self
+            .name_slots
+            .get_mut(name_id as usize)
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        if let Some(latest) = self.name_latest.get_mut(name_id as usize) {
+            *latest = NONE;
+        }
         self.names.remove(&entry.name);
         if let Some(v) = self.by_norm.get_mut(&entry.norm) {
             remove_from(v, &name_id);
@@ -617,7 +667,7 @@ impl Catalogue {
     /// Removes the version with this id (`name@version`), returning it.
     pub fn remove(&mut self, id: &str) -> Option<Package> {
         let slot = self.ids.remove(id)?;
-        let doc = self.docs[slot as usize].take().expect("live doc");
+        let doc = self.docs.get_mut(slot as usize).and_then(Option::take)?;
         self.free_docs.push(slot);
         for t in &doc.terms {
             if let Some(p) = self.postings.get_mut(t) {
@@ -629,35 +679,53 @@ impl Catalogue {
                 }
             }
         }
-        for (f, l) in doc.lens.iter().enumerate() {
-            self.len_sums[f] -= u64::from(*l);
+        for (sum, l) in self.len_sums.iter_mut().zip(doc.lens) {
+            *sum = sum.saturating_sub(u64::from(l));
         }
-        let entry = self.name_slots[doc.name_id as usize]
-            .as_mut()
-            .expect("live name");
-        if let Some(i) = entry.versions.iter().position(|&s| s == slot) {
-            entry.versions.remove(i);
-        }
-        if let Some(&l) = entry.versions.last() {
-            self.name_latest[doc.name_id as usize] = l;
-        } else {
-            self.remove_name(doc.name_id);
+        let n = doc.name_id;
+        let last = self
+            .name_slots
+            .get_mut(n as usize)
+            .and_then(Option::as_mut)
+            .map(|entry| {
+                if let Some(i) = entry.versions.iter().position(|&s| s == slot) {
+                    entry.versions.remove(i);
+                }
+                entry.versions.last().copied()
+            });
+        match (last, self.name_latest.get_mut(n as usize)) {
+            (Some(Some(l)), Some(latest)) => *latest = l,
+            (Some(None), _) => self.remove_name(n),
+            _ => {}
         }
         Some(doc.package)
     }
 
-    fn doc(&self, slot: u32) -> &Doc {
-        self.docs[slot as usize].as_ref().expect("live doc")
+    /// The doc in `slot`. Every slot listed by `ids`, a name's `versions`, `name_latest` or
+    /// the postings is live: `None` only for a free or unknown slot, which callers skip.
+    fn doc(&self, slot: u32) -> Option<&Doc> {
+        self.docs.get(slot as usize)?.as_ref()
+    }
+
+    /// The name in slot `n` (`None` for a free or unknown slot, see [`Catalogue::doc`]).
+    fn name_entry(&self, n: u32) -> Option<&NameEntry> {
+        self.name_slots.get(n as usize)?.as_ref()
     }
 
     /// The version with this id (`name@version`).
     pub fn get(&self, id: &str) -> Option<&Package> {
-        self.ids.get(id).map(|&s| &self.doc(s).package)
+        self.ids
+            .get(id)
+            .and_then(|&s| self.doc(s))
+            .map(|d| &d.package)
     }
 
     /// The fingerprint of the record with this id.
     pub fn fingerprint(&self, id: &str) -> Option<[u8; 32]> {
-        self.ids.get(id).map(|&s| self.doc(s).fingerprint)
+        self.ids
+            .get(id)
+            .and_then(|&s| self.doc(s))
+            .map(|d| d.fingerprint)
     }
 
     /// Every version of `name`, lowest first (semver order; invalid versions first, by
@@ -665,13 +733,12 @@ impl Catalogue {
     pub fn versions(&self, name: &str) -> Vec<&Package> {
         self.names
             .get(name)
-            .map(|&n| {
-                self.name_slots[n as usize]
-                    .as_ref()
-                    .expect("live name")
-                    .versions
+            .and_then(|&n| self.name_entry(n))
+            .map(|e| {
+                e.versions
                     .iter()
-                    .map(|&s| &self.doc(s).package)
+                    .filter_map(|&s| self.doc(s))
+                    .map(|d| &d.package)
                     .collect()
             })
             .unwrap_or_default()
@@ -680,20 +747,30 @@ impl Catalogue {
     /// The highest version of `name`.
     pub fn latest(&self, name: &str) -> Option<&Package> {
         let &n = self.names.get(name)?;
-        let entry = self.name_slots[n as usize].as_ref().expect("live name");
-        entry.versions.last().map(|&s| &self.doc(s).package)
+        let entry = self.name_entry(n)?;
+        entry
+            .versions
+            .iter()
+            .rev()
+            .find_map(|&s| self.doc(s))
+            .map(|d| &d.package)
     }
 
     /// Every version, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Package> + '_ {
-        self.ids.values().map(|&s| &self.doc(s).package)
+        self.ids
+            .values()
+            .filter_map(|&s| self.doc(s))
+            .map(|d| &d.package)
     }
 
     /// SHA-256 over every record (id and fingerprint) in id order.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         for (id, &s) in &self.ids {
-            Self::feed(&mut h, id, &self.doc(s).fingerprint);
+            if let Some(d) = self.doc(s) {
+                Self::feed(&mut h, id, &d.fingerprint);
+            }
         }
         h.finalize().into()
     }
@@ -716,9 +793,11 @@ impl Catalogue {
         }
         let mut hs = vec![Sha256::new(); usize::from(buckets)];
         for (id, &s) in &self.ids {
-            let d = self.doc(s);
+            let Some(d) = self.doc(s) else { continue };
             let b = (d.bucket_hash % u64::from(buckets)) as usize;
-            Self::feed(&mut hs[b], id, &d.fingerprint);
+            if let Some(h) = hs.get_mut(b) {
+                Self::feed(h, id, &d.fingerprint);
+            }
         }
         hs.into_iter().map(|h| h.finalize().into()).collect()
     }
@@ -730,7 +809,10 @@ impl Catalogue {
         }
         self.ids
             .iter()
-            .filter(|&(_, &s)| self.doc(s).bucket_hash % u64::from(buckets) == u64::from(bucket))
+            .filter(|&(_, &s)| {
+                self.doc(s)
+                    .is_some_and(|d| d.bucket_hash % u64::from(buckets) == u64::from(bucket))
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -764,21 +846,27 @@ impl Catalogue {
         let min_downloads = q.min_downloads.unwrap_or(0);
         let unfiltered = category.is_none() && tags.is_empty() && min_downloads == 0;
         let passes = |s: u32| {
-            let h = &self.hot[s as usize];
+            let Some(h) = self.hot.get(s as usize) else {
+                return false;
+            };
             h.downloads >= min_downloads
                 && category.is_none_or(|c| c == h.category)
                 && (h.tag_mask & tag_query_mask) == tag_query_mask
-                && (tags_masked || {
-                    let d = self.doc(s);
-                    tags.iter().all(|t| d.tags.binary_search(t).is_ok())
-                })
+                && (tags_masked
+                    || self
+                        .doc(s)
+                        .is_some_and(|d| tags.iter().all(|t| d.tags.binary_search(t).is_ok())))
         };
         let pick = |name_id: u32| -> Option<u32> {
-            let latest = self.name_latest[name_id as usize];
+            let latest = self
+                .name_latest
+                .get(name_id as usize)
+                .copied()
+                .unwrap_or(NONE);
             if latest == NONE || unfiltered || passes(latest) {
                 return (latest != NONE).then_some(latest);
             }
-            let entry = self.name_slots[name_id as usize].as_ref()?;
+            let entry = self.name_entry(name_id)?;
             entry
                 .versions
                 .iter()
@@ -803,20 +891,18 @@ impl Catalogue {
         let by_downloads = terms.is_empty();
         if by_downloads {
             for n in 0..self.name_latest.len() as u32 {
-                if let Some(s) = pick(n) {
-                    hits.push((self.hot[s as usize].downloads as f64, n, s));
+                if let Some(h) = pick(n).and_then(|s| Some((self.hot.get(s as usize)?, s))) {
+                    hits.push((h.0.downloads as f64, n, h.1));
                 }
             }
         } else {
             self.score_keywords(q, &terms, &pick, &mut hits);
         }
 
+        let name_of = |s: u32| self.doc(s).map(|d| d.package.name.as_str());
         let cmp = |a: &(f64, u32, u32), b: &(f64, u32, u32)| {
-            b.0.total_cmp(&a.0).then_with(|| {
-                let na = &self.doc(a.2).package.name;
-                let nb = &self.doc(b.2).package.name;
-                na.cmp(nb)
-            })
+            b.0.total_cmp(&a.0)
+                .then_with(|| name_of(a.2).cmp(&name_of(b.2)))
         };
         if hits.len() > q.limit {
             hits.select_nth_unstable_by(q.limit - 1, cmp);
@@ -824,15 +910,15 @@ impl Catalogue {
         }
         hits.sort_unstable_by(cmp);
         hits.into_iter()
-            .map(|(score, _, s)| {
+            .filter_map(|(score, _, s)| {
                 let score = if by_downloads { score.ln_1p() } else { score };
-                let package = self.doc(s).package.clone();
+                let package = self.doc(s)?.package.clone();
                 let peer_count = peer_counts(&package);
-                SearchResult {
+                Some(SearchResult {
                     package,
                     score,
                     peer_count,
-                }
+                })
             })
             .collect()
     }
@@ -886,7 +972,9 @@ impl Catalogue {
             if let Some(ps) = postings {
                 let w = idf(ps.len()) / idf_max;
                 for p in ps {
-                    let d = &self.hot[p.doc as usize];
+                    let Some(d) = self.hot.get(p.doc as usize) else {
+                        continue;
+                    };
                     let mut s = 0.0;
                     if p.tf[F_NAME] > 0 {
                         s += NAME_TOKEN
@@ -906,11 +994,12 @@ impl Catalogue {
                                 avg[F_DESCRIPTION],
                             );
                     }
-                    let acc = &mut doc_score[p.doc as usize];
-                    if *acc == 0.0 {
-                        touched.push(p.doc);
+                    if let Some(acc) = doc_score.get_mut(p.doc as usize) {
+                        if *acc == 0.0 {
+                            touched.push(p.doc);
+                        }
+                        *acc += s;
                     }
-                    *acc += s;
                 }
             }
 
@@ -931,7 +1020,9 @@ impl Catalogue {
                     .min_by_key(|v| v.len())
                     .unwrap_or(&[]);
                 for &n in smallest {
-                    let e = self.name_slots[n as usize].as_ref().expect("live name");
+                    let Some(e) = self.name_entry(n) else {
+                        continue;
+                    };
                     if e.lname.starts_with(t.as_str()) {
                         offer(n, NAME_PREFIX, &mut best);
                     } else if e.lname.contains(t.as_str()) {
@@ -960,13 +1051,18 @@ impl Catalogue {
                             continue;
                         }
                         seen.push(tid);
-                        let tok = self.token_slots[tid as usize].as_ref().expect("live token");
+                        let Some(tok) = self.token_slots.get(tid as usize).and_then(Option::as_ref)
+                        else {
+                            continue;
+                        };
                         let d = strsim::damerau_levenshtein(t, &tok.text);
                         if d == 0 || d > maxd {
                             continue;
                         }
                         for &n in &tok.names {
-                            let e = self.name_slots[n as usize].as_ref().expect("live name");
+                            let Some(e) = self.name_entry(n) else {
+                                continue;
+                            };
                             let whole = e.tokens.len() == 1;
                             let w = match (d, whole) {
                                 (1, true) => TYPO1_WHOLE,
@@ -980,7 +1076,9 @@ impl Catalogue {
                 }
             }
             for (&n, &w) in &best {
-                let e = self.name_slots[n as usize].as_ref().expect("live name");
+                let Some(e) = self.name_entry(n) else {
+                    continue;
+                };
                 if e.tokens.binary_search(t).is_err() {
                     name_score.add(n, w);
                 }
@@ -989,18 +1087,24 @@ impl Catalogue {
 
         let mut seen = vec![false; self.name_slots.len()];
         let mut consider = |n: u32, hits: &mut Vec<(f64, u32, u32)>| {
-            if std::mem::replace(&mut seen[n as usize], true) {
-                return;
+            match seen.get_mut(n as usize) {
+                Some(seen) if !*seen => *seen = true,
+                _ => return,
             }
             let Some(s) = pick(n) else { return };
-            let text = doc_score[s as usize] + name_score.score[n as usize];
+            let (Some(d), Some(h)) = (doc_score.get(s as usize), self.hot.get(s as usize)) else {
+                return;
+            };
+            let text = d + name_score.get(n);
             if text > 0.0 {
-                let pop = POPULARITY * (self.hot[s as usize].downloads as f64).ln_1p();
+                let pop = POPULARITY * (h.downloads as f64).ln_1p();
                 hits.push((text + pop, n, s));
             }
         };
         for &d in &touched {
-            consider(self.hot[d as usize].name_id, hits);
+            if let Some(h) = self.hot.get(d as usize) {
+                consider(h.name_id, hits);
+            }
         }
         for &n in &name_score.touched {
             consider(n, hits);
@@ -1282,6 +1386,42 @@ mod tests {
             |_| 0,
         );
         assert_eq!(r[0].package.version, "1.0.0");
+    }
+
+    #[test]
+    fn stale_slots_are_skipped_not_panicked_on() {
+        // The tables never disagree, but if they did, reads skip the stale entry and writes
+        // carry on.
+        let mut c = small();
+        let slot = c.ids["tokio@1.0.0"];
+        let name = c.names["serde"];
+        c.docs[slot as usize] = None;
+        c.name_slots[name as usize] = None;
+        let tok = c.tokens["json"];
+        c.token_slots[tok as usize] = None;
+        assert!(c.get("tokio@1.0.0").is_none());
+        assert!(c.latest("tokio").is_none());
+        assert!(c.versions("serde").is_empty());
+        assert_eq!(c.iter().count(), c.len() - 1);
+        for q in ["tokio", "serde", "tokoi", "sered", "json", "ser", "to", ""] {
+            let kw = if q.is_empty() { vec![] } else { vec![q.into()] };
+            let r = c.search(&Query::new(kw), |_| 0);
+            assert!(r.iter().all(|r| r.package.name != "tokio"), "{q}");
+        }
+        let _ = (c.digest(), c.bucket_digests(8), c.ids_in_bucket(0, 8));
+        assert!(c.remove("tokio@1.0.0").is_none());
+        assert!(c.remove("serde@1.0.0").is_some());
+        c.insert(rich("tokio", "again", "async", &[], &[], 1));
+        c.insert(rich("json", "a json", "encoding", &["json"], &[], 1));
+        assert_eq!(c.get("tokio@1.0.0").unwrap().description, "again");
+        assert_eq!(
+            names(&c.search(&Query::new(vec!["tokio".into()]), |_| 0))[0],
+            "tokio"
+        );
+        assert_eq!(
+            names(&c.search(&Query::new(vec!["json".into()]), |_| 0))[0],
+            "json"
+        );
     }
 
     #[test]
