@@ -278,10 +278,11 @@ fn killed_registry_keeps_every_acknowledged_publish() {
                             .all(|r| r.package.name != name(n))
                     );
                 }
-                // A blob without its record (killed between the two) may stay behind; it is
-                // not a package, only disk space.
+                // A blob without its record (killed between the two) is removed at start:
+                // the blobs are exactly the stored packages' content.
                 let blobs = files_under(&dir.path().join("blobs"));
                 let with_content = stored.iter().filter(|&&n| has_content(n)).count();
+                assert_eq!(blobs.len(), with_content, "round {round}: {blobs:?}");
                 eprintln!(
                     "round {round}: {} acks, publish {n} ({}) in flight: {}; {} blob files for \
                      {with_content} packages with content",

@@ -319,9 +319,11 @@ impl P2PRegistry {
                 return Err(e);
             }
         };
-        // Serve the content we hold.
+        // Serve the content we hold, and announce it again (our addresses may have changed
+        // since the provider records others keep were made). A blob no record refers to is
+        // what a crash between storing it and committing its record leaves: removed.
         if let Some(store) = &store {
-            let held: Vec<ContentHash> = self
+            let referenced: HashSet<ContentHash> = self
                 .state
                 .records
                 .read()
@@ -331,21 +333,39 @@ impl P2PRegistry {
                         .collect()
                 })
                 .unwrap_or_default();
-            for h in held {
-                if store.has_blob(&h) {
-                    let path = store.blob_path(&h);
-                    if running
-                        .content
-                        .serve_content(h, ContentSource::File(path))
-                        .await
-                        .is_ok()
-                    {
-                        if let Ok(mut p) = self.state.providers.write() {
-                            p.entry(h).or_default().insert(self.peer_id);
-                        }
+            let s2 = store.clone();
+            let blobs = tokio::task::spawn_blocking(move || s2.blobs())
+                .await
+                .map_err(|e| RegistryError::Storage(e.to_string()))??;
+            let mut held = Vec::new();
+            for h in blobs {
+                if !referenced.contains(&h) {
+                    let s2 = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || s2.remove_blob(&h)).await;
+                    continue;
+                }
+                let path = store.blob_path(&h);
+                if running
+                    .content
+                    .serve_content(h, ContentSource::File(path))
+                    .await
+                    .is_ok()
+                {
+                    if let Ok(mut p) = self.state.providers.write() {
+                        p.entry(h).or_default().insert(self.peer_id);
                     }
+                    held.push(h);
                 }
             }
+            let (dht, st) = (running.dht.clone(), self.state.clone());
+            tokio::spawn(async move {
+                for h in held {
+                    add(&st.counters.dht_queries);
+                    if dht.start_providing(content_key(&h)).await.is_err() {
+                        add(&st.counters.dht_failures);
+                    }
+                }
+            });
         }
         if let Ok(mut l) = self.listen.lock() {
             *l = node.listen_addrs().iter().map(|a| a.to_string()).collect();
@@ -487,10 +507,11 @@ impl P2PRegistry {
         let (tx, mut admitted) = tokio::sync::mpsc::unbounded_channel::<SignedPackage>();
         let replicate = config.registry.replicate_content.then_some(tx);
         if replicate.is_some() {
-            let (st, svc, dht2, me) = (
+            let (st, svc, dht2, node2, me) = (
                 self.state.clone(),
                 content.clone(),
                 dht.clone(),
+                node.clone(),
                 self.peer_id,
             );
             let every = Duration::from_secs(config.registry.sync_interval.max(1));
@@ -506,7 +527,7 @@ impl P2PRegistry {
                 loop {
                     tokio::select! {
                         r = admitted.recv() => match r {
-                            Some(r) => replicate_one(&st, &svc, &dht2, &r, me).await,
+                            Some(r) => replicate_one(&st, &svc, &dht2, &node2, &r, me).await,
                             None => return,
                         },
                         _ = sweep.tick() => {
@@ -527,7 +548,7 @@ impl P2PRegistry {
                                 })
                                 .unwrap_or_default();
                             for r in missing {
-                                replicate_one(&st, &svc, &dht2, &r, me).await;
+                                replicate_one(&st, &svc, &dht2, &node2, &r, me).await;
                             }
                         }
                     }
@@ -895,7 +916,7 @@ impl P2PRegistry {
 
     /// Downloads the content of `package_id` from its providers, verified by hash.
     pub async fn fetch_content(&self, package_id: &str) -> Result<Bytes> {
-        let (_, dht, _, _, svc) = self.services().await?;
+        let (node, dht, _, _, svc) = self.services().await?;
         let package = self
             .get_package(package_id)
             .await?
@@ -930,8 +951,14 @@ impl P2PRegistry {
             let tried = providers.clone();
             providers = found
                 .into_iter()
-                .map(|p| p.peer)
-                .filter(|p| *p != self.peer_id && !tried.contains(p))
+                .filter(|p| p.peer != self.peer_id && !tried.contains(&p.peer))
+                .map(|p| {
+                    // The announced addresses, so a provider we never met can be dialed.
+                    for a in p.addrs {
+                        node.add_address(p.peer, a);
+                    }
+                    p.peer
+                })
                 .collect();
         } else {
             providers.clear();
@@ -1370,6 +1397,7 @@ async fn replicate_one(
     st: &State,
     svc: &ContentService,
     dht: &Dht,
+    node: &NodeHandle,
     record: &SignedPackage,
     me: PeerId,
 ) {
@@ -1386,7 +1414,12 @@ async fn replicate_one(
     }
     let mut providers = known_providers(st, &hash);
     if let Ok((found, _)) = dht.get_providers(content_key(&hash)).await {
-        providers.extend(found.into_iter().map(|p| p.peer));
+        providers.extend(found.into_iter().map(|p| {
+            for a in p.addrs {
+                node.add_address(p.peer, a);
+            }
+            p.peer
+        }));
     }
     providers.sort();
     providers.dedup();

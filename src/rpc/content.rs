@@ -767,7 +767,10 @@ impl ContentService {
             let bytes = match r {
                 Ok(b) => b,
                 Err(e) => {
-                    reasons.push(ProviderFailure::failed(p, format!("info request failed: {e}")));
+                    reasons.push(ProviderFailure::failed(
+                        p,
+                        format!("info request failed: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -791,7 +794,10 @@ impl ContentService {
                 Ok(()) => {}
                 Err(ManifestProblem::TooLarge(size)) => {
                     too_large = Some(size);
-                    reasons.push(ProviderFailure::failed(p, format!("announced {size} bytes, above our limit")));
+                    reasons.push(ProviderFailure::failed(
+                        p,
+                        format!("announced {size} bytes, above our limit"),
+                    ));
                     continue;
                 }
                 Err(ManifestProblem::Invalid(why)) => {
