@@ -65,6 +65,8 @@ use crate::rpc::content::ContentHash;
 
 /// The schema this build writes. A store with a newer version is refused.
 pub const SCHEMA_VERSION: u32 = 1;
+/// redb page cache per store (see [`Store::open`]).
+const CACHE_BYTES: usize = 8 << 20;
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "registry.redb";
 /// The identity file's name inside the data directory (the CLI uses the same).
@@ -391,7 +393,14 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
         let path = dir.join(DB_FILE);
-        let db = match Database::create(&path) {
+        // redb's default page cache is 1 GiB per database, filled by every page written and
+        // never shrunk. The registry keeps its catalogue in memory and reads the store only at
+        // start, so a small cache (the B-tree's interior pages and a write batch) is enough;
+        // with many nodes in one process the default would cost tens of MB per node.
+        let db = match redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked {
