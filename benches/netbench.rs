@@ -7,7 +7,17 @@
 //!     [--reply-timeout-s 300] [--out FILE]
 //! cargo bench --bench netbench -- gossip --nodes 200 --transport tcp [--messages 100] [--size 1024]
 //! cargo bench --bench netbench -- rpc --transport tcp|quic|memory [--out FILE]
+//! cargo bench --bench netbench -- registry --nodes 100 --packages 10000 --transport tcp|quic|memory
+//!     [--timed 200] [--gets 200] [--rate 500] [--seed 1] [--data-root DIR] [--out FILE]
 //! ```
+//!
+//! `registry` (`netbench/registry.rs`): N real `P2PRegistry` nodes, each with its own redb
+//! store in a temporary data directory (under `--data-root`, default the system's temp
+//! directory), bootstrapped through node 0 and two random earlier nodes, mDNS off. Publishes
+//! `--packages` generated packages, then reports publish-to-searchable latency on every node
+//! (per node and "on all nodes"), `get` latency from a cold light node (through the DHT),
+//! local `search` latency over the whole catalogue, the sync time of a late-joining full
+//! node, setup time and peak RSS.
 //!
 //! `rpc` (`netbench/rpc.rs`): echo request rate and latency between two nodes, and a 256 MiB
 //! range-request pull from one and from three providers next to the transport's raw limit.
