@@ -8,7 +8,8 @@
 //! cargo bench --bench netbench -- gossip --nodes 200 --transport tcp [--messages 100] [--size 1024]
 //! cargo bench --bench netbench -- rpc --transport tcp|quic|memory [--out FILE]
 //! cargo bench --bench netbench -- registry --nodes 100 --packages 10000 --transport tcp|quic|memory
-//!     [--timed 200] [--gets 200] [--rate 500] [--seed 1] [--data-root DIR] [--out FILE]
+//!     [--timed 200] [--gets 200] [--rate 500] [--seed 1] [--data-root DIR]
+//!     [--dht-max-records N] [--out FILE]
 //! ```
 //!
 //! `registry` (`netbench/registry.rs`): N real `P2PRegistry` nodes, each with its own redb
@@ -84,6 +85,7 @@ struct Args {
     rate: f64,
     seed: u64,
     data_root: Option<std::path::PathBuf>,
+    dht_max_records: Option<usize>,
     out: Option<String>,
 }
 
@@ -105,6 +107,7 @@ fn parse_args() -> Args {
         rate: 500.0,
         seed: 1,
         data_root: None,
+        dht_max_records: None,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -151,6 +154,13 @@ fn parse_args() -> Args {
             }
             "--seed" => a.seed = it.next().and_then(|v| v.parse().ok()).expect("--seed N"),
             "--data-root" => a.data_root = Some(it.next().expect("--data-root DIR").into()),
+            "--dht-max-records" => {
+                a.dht_max_records = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--dht-max-records N"),
+                )
+            }
             "--out" => a.out = it.next(),
             "--bench" => {}
             s if !s.starts_with('-') && a.mode.is_empty() => a.mode = s.to_string(),
@@ -1122,6 +1132,7 @@ fn main() {
                 seed: args.seed,
                 data_root: args.data_root.clone(),
                 fd_limit: fd_limit(),
+                dht_max_records: args.dht_max_records,
             };
             rt.block_on(registry_bench::run(&r, peak_rss_mb))
         }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo bench --bench netbench -- registry --nodes 100 --packages 10000 --transport tcp|quic|memory
-//!     [--timed 200] [--gets 200] [--rate 500] [--seed 1] [--data-root DIR] [--out FILE]
+//!     [--timed 200] [--gets 200] [--rate 500] [--seed 1] [--data-root DIR]
+//!     [--dht-max-records N] [--out FILE]
 //! ```
 //!
 //! Setup: node 0 starts alone; every later node `i` is bootstrapped (`BootstrapNode`) through
@@ -32,7 +33,10 @@
 //!    (publish, node) pair and per publish (the slowest node: "on all nodes").
 //! 3. Cold get: a light node (`registry.catalogue = false`, no catalogue, no packages topic)
 //!    joins; once its routing table holds peers it calls `get("name@version")` for `--gets`
-//!    different random packages, so every get goes to the DHT.
+//!    different random packages, so every get goes to the DHT. Every node runs the default
+//!    `dht.max_records` (1 000 records stored per node) unless `--dht-max-records` says
+//!    otherwise; with 2 keys per package and 20 replicas, N nodes hold about 25 × N packages
+//!    before stores start refusing, so larger runs see gets that find nothing (`miss_latency`).
 //! 4. Local search on full node 1 through `Registry::search`: exact names, single keywords,
 //!    misspelt names and category filters, [`SEARCH_WARMUP`] untimed then [`SEARCH_ITERS`]
 //!    timed calls of each query.
@@ -89,6 +93,8 @@ pub struct RegistryArgs {
     pub data_root: Option<PathBuf>,
     /// The process's open-file limit.
     pub fd_limit: usize,
+    /// `dht.max_records` of every node (None: the default).
+    pub dht_max_records: Option<usize>,
 }
 
 /// `max_connections` for each of `hosted` registry nodes in this process.
@@ -419,6 +425,7 @@ struct Spawner {
     root: PathBuf,
     tracker: Arc<Tracker>,
     started: usize,
+    dht_max_records: Option<usize>,
 }
 
 impl Spawner {
@@ -441,6 +448,9 @@ impl Spawner {
         c.bootstrap.mdns_enabled = false;
         c.bootstrap.nodes = bootstrap;
         c.registry.catalogue = catalogue;
+        if let Some(m) = self.dht_max_records {
+            c.dht.max_records = m;
+        }
         c.registry.data_dir = Some(self.root.join(format!("node-{}", self.started)));
         self.started += 1;
         let reg = Arc::new(
@@ -571,6 +581,7 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
         root: root.path().to_path_buf(),
         tracker: tracker.clone(),
         started: 0,
+        dht_max_records: args.dht_max_records,
     };
     eprintln!(
         "netbench registry: {n} nodes over {}, {total} packages ({} timed), max {max_conn} connections per node (fd limit {}), data in {}",
@@ -778,14 +789,19 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
         order.swap(i, rng.below(i + 1));
     }
     let (mut get_lat, mut got, mut get_errors) = (Vec::new(), 0usize, 0usize);
+    let (mut found_lat, mut miss_lat) = (Vec::new(), Vec::new());
     for &i in order.iter().take(args.gets) {
         let id = entries[i].id();
         let t = Instant::now();
         let r = light.reg.get(&id).await;
-        get_lat.push(ms(t.elapsed()));
+        let took = ms(t.elapsed());
+        get_lat.push(took);
         match r {
-            Ok(Some(p)) if p.id == id => got += 1,
-            Ok(_) => {}
+            Ok(Some(p)) if p.id == id => {
+                got += 1;
+                found_lat.push(took);
+            }
+            Ok(_) => miss_lat.push(took),
             Err(err) => {
                 if get_errors < 5 {
                     eprintln!("netbench registry: get {id} failed: {err}");
@@ -796,7 +812,14 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
     }
     let gets = get_lat.len();
     let get_d = dist(get_lat);
-    eprintln!("netbench registry: cold get {get_d}, {got}/{gets} found");
+    let miss_d = dist(miss_lat);
+    eprintln!("netbench registry: cold get {get_d}, {got}/{gets} found; misses {miss_d}");
+    // How the DHT puts of every publish went (each full node counts its own queries).
+    let mut dht_rates = Vec::new();
+    for node in &nodes {
+        dht_rates.push(node.reg.stats().await.dht_query_success_rate);
+    }
+    let dht_success = dht_rates.iter().sum::<f64>() / dht_rates.len().max(1) as f64;
 
     // ---- 3. local search on a full node ----
     let searcher = &nodes[1 % n].reg;
@@ -913,6 +936,8 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
             "backlog_waits": backlog_waits,
         },
         "publish_errors": publish_errors,
+        "dht_max_records": args.dht_max_records,
+        "dht_query_success_rate_mean": round3(dht_success),
         "publish_to_searchable": {
             "publishes": calls.len(),
             "pairs": pairs_d,
@@ -924,6 +949,8 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
         "cold_get": {
             "node": "light",
             "latency": get_d,
+            "found_latency": dist(found_lat),
+            "miss_latency": miss_d,
             "success_ratio": round3(got as f64 / gets.max(1) as f64),
             "errors": get_errors,
         },
