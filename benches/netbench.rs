@@ -7,7 +7,18 @@
 //!     [--reply-timeout-s 300] [--out FILE]
 //! cargo bench --bench netbench -- gossip --nodes 200 --transport tcp [--messages 100] [--size 1024]
 //! cargo bench --bench netbench -- rpc --transport tcp|quic|memory [--out FILE]
+//! cargo bench --bench netbench -- registry --nodes 100 --packages 10000 --transport tcp|quic|memory
+//!     [--timed 200] [--gets 200] [--rate 500] [--seed 1] [--data-root DIR]
+//!     [--dht-max-records N] [--out FILE]
 //! ```
+//!
+//! `registry` (`netbench/registry.rs`): N real `P2PRegistry` nodes, each with its own redb
+//! store in a temporary data directory (under `--data-root`, default the system's temp
+//! directory), bootstrapped through node 0 and two random earlier nodes, mDNS off. Publishes
+//! `--packages` generated packages, then reports publish-to-searchable latency on every node
+//! (per node and "on all nodes"), `get` latency from a cold light node (through the DHT),
+//! local `search` latency over the whole catalogue, the sync time of a late-joining full
+//! node, setup time and peak RSS.
 //!
 //! `rpc` (`netbench/rpc.rs`): echo request rate and latency between two nodes, and a 256 MiB
 //! range-request pull from one and from three providers next to the transport's raw limit.
@@ -52,6 +63,8 @@ const WORKER_MODE: &str = "kad-worker";
 mod gossip_bench;
 #[path = "shared/raw.rs"]
 mod raw;
+#[path = "netbench/registry.rs"]
+mod registry_bench;
 #[path = "netbench/rpc.rs"]
 mod rpc_bench;
 
@@ -66,6 +79,13 @@ struct Args {
     lookups: usize,
     procs: usize,
     reply_timeout: Duration,
+    packages: usize,
+    timed: usize,
+    gets: usize,
+    rate: f64,
+    seed: u64,
+    data_root: Option<std::path::PathBuf>,
+    dht_max_records: Option<usize>,
     out: Option<String>,
 }
 
@@ -81,6 +101,13 @@ fn parse_args() -> Args {
         lookups: 200,
         procs: 1,
         reply_timeout: Duration::from_secs(300),
+        packages: 10_000,
+        timed: 200,
+        gets: 200,
+        rate: 500.0,
+        seed: 1,
+        data_root: None,
+        dht_max_records: None,
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -111,6 +138,29 @@ fn parse_args() -> Args {
             }
             "--dials" => a.dials = it.next().and_then(|v| v.parse().ok()).expect("--dials N"),
             "--gossip-config" => a.gossip_config = it.next(),
+            "--packages" => {
+                a.packages = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--packages N")
+            }
+            "--timed" => a.timed = it.next().and_then(|v| v.parse().ok()).expect("--timed N"),
+            "--gets" => a.gets = it.next().and_then(|v| v.parse().ok()).expect("--gets N"),
+            "--rate" => {
+                a.rate = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rate PUBLISHES_PER_S")
+            }
+            "--seed" => a.seed = it.next().and_then(|v| v.parse().ok()).expect("--seed N"),
+            "--data-root" => a.data_root = Some(it.next().expect("--data-root DIR").into()),
+            "--dht-max-records" => {
+                a.dht_max_records = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--dht-max-records N"),
+                )
+            }
             "--out" => a.out = it.next(),
             "--bench" => {}
             s if !s.starts_with('-') && a.mode.is_empty() => a.mode = s.to_string(),
@@ -1063,9 +1113,34 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        "registry" => {
+            if let Err(e) = listen_addr(&args.transport) {
+                eprintln!("netbench: {e}");
+                std::process::exit(2);
+            }
+            if args.nodes < 2 || args.packages < 10 || args.rate <= 0.0 {
+                eprintln!("netbench: registry needs --nodes >= 2, --packages >= 10 and --rate > 0");
+                std::process::exit(2);
+            }
+            let r = registry_bench::RegistryArgs {
+                nodes: args.nodes,
+                packages: args.packages,
+                transport: args.transport.clone(),
+                timed: args.timed,
+                gets: args.gets,
+                rate: args.rate,
+                seed: args.seed,
+                data_root: args.data_root.clone(),
+                fd_limit: fd_limit(),
+                dht_max_records: args.dht_max_records,
+            };
+            rt.block_on(registry_bench::run(&r, peak_rss_mb))
+        }
         WORKER_MODE => worker(&rt),
         other => {
-            eprintln!("netbench: unknown benchmark {other} (available: kad, gossip, rpc)");
+            eprintln!(
+                "netbench: unknown benchmark {other} (available: kad, gossip, rpc, registry)"
+            );
             std::process::exit(2);
         }
     };
