@@ -55,8 +55,11 @@ pub struct KademliaConfig {
     /// How often a provider re-announces itself (default 12 h, half the TTL).
     #[serde(with = "crate::node::duration_secs")]
     pub provider_republish_interval: Duration,
-    /// Records a node stores at most (seed: `cache_size` 1 000).
+    /// Records a node stores at most (default 32 768).
     pub max_records: usize,
+    /// Keys and values a node stores at most, in bytes (default 32 MiB): with
+    /// `max_records`, what bounds the memory that other peers' records can take.
+    pub max_record_bytes: usize,
     /// Largest record value accepted (default 64 KiB).
     pub max_record_size: usize,
     /// Distinct provider keys stored at most (default 10 000).
@@ -113,7 +116,8 @@ impl Default for KademliaConfig {
             replication_interval: Duration::from_secs(3600),
             provider_record_ttl: Duration::from_secs(86_400),
             provider_republish_interval: Duration::from_secs(12 * 3600),
-            max_records: 1000,
+            max_records: 32_768,
+            max_record_bytes: 32 << 20,
             max_record_size: 64 * 1024,
             max_provider_keys: 10_000,
             max_providers_per_key: 20,
@@ -145,6 +149,9 @@ impl KademliaConfig {
         }
         if self.replication_factor == 0 {
             return Err("replication_factor must be at least 1".into());
+        }
+        if self.max_record_bytes < self.max_record_size {
+            return Err("max_record_bytes must be at least max_record_size".into());
         }
         if self.max_record_size + 4096 > self.max_message_size {
             return Err("max_message_size must exceed max_record_size by at least 4 KiB".into());

@@ -289,7 +289,11 @@ impl Kademlia {
         Self {
             local,
             table: RoutingTable::new(local, &config),
-            records: RecordStore::new(config.max_records, config.max_record_size),
+            records: RecordStore::with_budget(
+                config.max_records,
+                config.max_record_size,
+                config.max_record_bytes,
+            ),
             providers: ProviderStore::new(config.max_provider_keys, config.max_providers_per_key),
             providing: HashMap::new(),
             listen_addrs: Vec::new(),

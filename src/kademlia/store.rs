@@ -32,22 +32,47 @@ pub enum StoreError {
     TooLarge(usize),
 }
 
-/// Records by application key; at most `max_records`, each at most `max_value` bytes.
+/// Records by application key; at most `max_records`, each value at most `max_value` bytes,
+/// and keys plus values at most `max_bytes` in all.
 #[derive(Debug)]
 pub struct RecordStore {
     records: HashMap<Bytes, StoredRecord>,
     max_records: usize,
     max_value: usize,
+    max_bytes: usize,
+    bytes: usize,
+}
+
+fn size_of(r: &Record) -> usize {
+    r.key.len() + r.value.len()
 }
 
 impl RecordStore {
-    /// An empty store.
+    /// An empty store without a total byte budget.
     pub fn new(max_records: usize, max_value: usize) -> Self {
+        Self::with_budget(max_records, max_value, usize::MAX)
+    }
+
+    /// An empty store holding at most `max_bytes` of keys and values.
+    pub fn with_budget(max_records: usize, max_value: usize, max_bytes: usize) -> Self {
         Self {
             records: HashMap::new(),
             max_records,
             max_value,
+            max_bytes,
+            bytes: 0,
         }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.records.remove(key) {
+            self.bytes -= size_of(&old.record);
+        }
+    }
+
+    /// Keys and values stored, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Stores or replaces `record`, expiring after `ttl`. A full store still accepts
@@ -63,23 +88,27 @@ impl RecordStore {
         if record.value.len() > self.max_value {
             return Err(StoreError::TooLarge(record.value.len()));
         }
-        if !self.records.contains_key(&record.key) && self.records.len() >= self.max_records {
+        let replaced = self.records.get(&record.key).map(|r| size_of(&r.record));
+        let adding = size_of(&record).saturating_sub(replaced.unwrap_or(0));
+        if self.is_full_for(replaced.is_none(), adding) {
             self.expire(now);
-            if self.records.len() >= self.max_records {
+            while self.is_full_for(replaced.is_none(), adding) {
                 if !local {
                     return Err(StoreError::Full);
                 }
                 let victim = self
                     .records
                     .iter()
-                    .filter(|(_, r)| !r.local)
+                    .filter(|(k, r)| !r.local && **k != record.key)
                     .min_by_key(|(_, r)| r.expires)
                     .map(|(k, _)| k.clone())
                     .ok_or(StoreError::Full)?;
-                self.records.remove(&victim);
+                self.remove(&victim);
             }
         }
         let local = local || self.records.get(&record.key).is_some_and(|r| r.local);
+        self.remove(&record.key);
+        self.bytes += size_of(&record);
         self.records.insert(
             record.key.clone(),
             StoredRecord {
@@ -108,7 +137,22 @@ impl RecordStore {
 
     /// Removes records past their expiry.
     pub fn expire(&mut self, now: Instant) {
-        self.records.retain(|_, r| r.expires > now);
+        let mut freed = 0;
+        self.records.retain(|_, r| {
+            let keep = r.expires > now;
+            if !keep {
+                freed += size_of(&r.record);
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Whether storing `adding` more bytes (and, if `new_key`, one more record) goes past a
+    /// limit.
+    fn is_full_for(&self, new_key: bool, adding: usize) -> bool {
+        (new_key && self.records.len() >= self.max_records)
+            || self.bytes.saturating_add(adding) > self.max_bytes
     }
 
     /// Every stored record.
@@ -261,6 +305,27 @@ mod tests {
         assert_eq!(s.get(now, b"b").unwrap().ttl_secs, 50);
         s.expire(now + Duration::from_secs(6));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn records_are_bounded_in_bytes() {
+        let now = Instant::now();
+        let t = Duration::from_secs(60);
+        // Keys of 1 byte: each record below takes 1 + its value.
+        let mut s = RecordStore::with_budget(100, 50, 30);
+        s.put(now, rec("a", 9), t, false).unwrap();
+        s.put(now, rec("b", 9), t, false).unwrap();
+        assert_eq!(s.bytes(), 20);
+        assert_eq!(s.put(now, rec("c", 10), t, false), Err(StoreError::Full));
+        // Replacing a record counts only the difference.
+        s.put(now, rec("b", 19), t, false).unwrap();
+        assert_eq!(s.bytes(), 30);
+        // Our own record makes room by evicting remote ones.
+        s.put(now, rec("c", 14), t, true).unwrap();
+        assert!(s.bytes() <= 30, "{}", s.bytes());
+        assert!(s.get(now, b"c").is_some());
+        s.expire(now + t);
+        assert_eq!((s.len(), s.bytes()), (0, 0));
     }
 
     #[test]

@@ -1147,7 +1147,12 @@ impl P2PRegistry {
             None => name_key(name),
         };
         let started = Instant::now();
-        match self.timed_dht(dht.get_record(key)).await {
+        add(&self.state.counters.dht_queries);
+        let found = dht.get_record(key).await;
+        if found.is_err() {
+            add(&self.state.counters.dht_failures);
+        }
+        match found {
             Ok((record, _)) => {
                 self.record_latency(started.elapsed());
                 let s = SignedPackage::decode(&record.value)?;
@@ -1159,8 +1164,10 @@ impl P2PRegistry {
                 let _ = ingest(&self.state, &self.events, s, self.peer_id);
                 Ok(Some(package))
             }
-            Err(RegistryError::Network(_)) => Ok(None),
-            Err(e) => Err(e),
+            // The lookup ended without the record: the network does not have it. A timeout,
+            // or nobody to ask, is an error (transient), not an answer.
+            Err(DhtError::Query(QueryError::NotFound)) => Ok(None),
+            Err(e) => Err(dht_error(e)),
         }
     }
 }
