@@ -33,10 +33,9 @@
 //!    (publish, node) pair and per publish (the slowest node: "on all nodes").
 //! 3. Cold get: a light node (`registry.catalogue = false`, no catalogue, no packages topic)
 //!    joins; once its routing table holds peers it calls `get("name@version")` for `--gets`
-//!    different random packages, so every get goes to the DHT. Every node runs the default
-//!    `dht.max_records` (1 000 records stored per node) unless `--dht-max-records` says
-//!    otherwise; with 2 keys per package and 20 replicas, N nodes hold about 25 × N packages
-//!    before stores start refusing, so larger runs see gets that find nothing (`miss_latency`).
+//!    different random packages, so every get goes to the DHT. Each package puts 2 keys on 20
+//!    peers; a node whose store is full (`dht.max_records`, default 32 768, or
+//!    `--dht-max-records`) refuses records, and gets that find nothing are `miss_latency`.
 //! 4. Local search on full node 1 through `Registry::search`: exact names, single keywords,
 //!    misspelt names and category filters, [`SEARCH_WARMUP`] untimed then [`SEARCH_ITERS`]
 //!    timed calls of each query.
