@@ -1552,8 +1552,11 @@ async fn sync_with(
         .map(|c| c.bucket_digests(SYNC_BUCKETS))
         .unwrap_or_default();
     let mut admitted = 0;
+    // A bucket the peer holds nothing in has nothing for us, whatever ours holds (a light
+    // node or a new joiner reports every bucket empty: no round trip for any of them).
+    let empty = Catalogue::empty_bucket_digest();
     for (b, d) in theirs.iter().enumerate().take(SYNC_BUCKETS as usize) {
-        if ours.get(b) == Some(d) {
+        if ours.get(b) == Some(d) || *d == empty {
             continue;
         }
         let Ok(b16) = u16::try_from(b) else { break };

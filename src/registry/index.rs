@@ -781,6 +781,12 @@ impl Catalogue {
         h.update(fp);
     }
 
+    /// The digest of a bucket that holds nothing (what [`Catalogue::bucket_digests`] gives
+    /// an empty bucket): a peer reporting it for a bucket has nothing there for us.
+    pub fn empty_bucket_digest() -> [u8; 32] {
+        Sha256::new().finalize().into()
+    }
+
     /// The bucket (of `buckets`) that holds `id`. `buckets` must be non-zero.
     pub fn bucket_of(id: &str, buckets: u16) -> u16 {
         (bucket_hash(id) % u64::from(buckets.max(1))) as u16
@@ -1132,6 +1138,18 @@ mod tests {
 
     fn names(r: &[SearchResult]) -> Vec<&str> {
         r.iter().map(|r| r.package.name.as_str()).collect()
+    }
+
+    #[test]
+    fn an_empty_bucket_has_the_empty_digest_and_a_filled_one_does_not() {
+        let mut c = Catalogue::new();
+        let empty = Catalogue::empty_bucket_digest();
+        assert!(c.bucket_digests(16).iter().all(|d| *d == empty));
+        c.insert(pkg("a", "1.0.0"));
+        let b = usize::from(Catalogue::bucket_of("a@1.0.0", 16));
+        let digests = c.bucket_digests(16);
+        assert_ne!(digests[b], empty);
+        assert_eq!(digests.iter().filter(|d| **d == empty).count(), 15);
     }
 
     #[test]
