@@ -61,6 +61,8 @@ const WORKER_MODE: &str = "kad-worker";
 
 #[path = "netbench/gossip.rs"]
 mod gossip_bench;
+#[path = "shared/packages.rs"]
+mod packages;
 #[path = "shared/raw.rs"]
 mod raw;
 #[path = "netbench/registry.rs"]

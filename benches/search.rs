@@ -10,154 +10,29 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use ggen_p2p::registry::{Catalogue, Package, Query};
+use packages::{CATEGORIES, Rng, TAGS, WORDS, transpose};
+
+#[path = "shared/packages.rs"]
+mod packages;
 
 const PACKAGES: usize = 10_000;
 const ITERATIONS: usize = 200;
 
-const SYLLABLES: &[&str] = &[
-    "ka", "to", "ri", "mon", "sel", "vex", "lu", "quar", "dex", "io", "zen", "pra", "fol", "nim",
-    "tor", "bel", "cy", "gra", "hum", "jet", "lor", "mip", "nex", "oct", "pul", "ryn", "sto",
-    "tif", "urb", "vol", "wex", "yar",
-];
-const WORDS: &[&str] = &[
-    "http",
-    "server",
-    "client",
-    "async",
-    "runtime",
-    "parser",
-    "json",
-    "yaml",
-    "toml",
-    "database",
-    "sql",
-    "query",
-    "cache",
-    "crypto",
-    "hash",
-    "cipher",
-    "signature",
-    "tensor",
-    "model",
-    "neural",
-    "cli",
-    "terminal",
-    "color",
-    "logging",
-    "tracing",
-    "metrics",
-    "test",
-    "mock",
-    "macro",
-    "derive",
-    "stream",
-    "channel",
-    "future",
-    "buffer",
-    "bytes",
-    "network",
-    "socket",
-    "tls",
-    "compression",
-    "image",
-    "audio",
-    "video",
-    "graphics",
-    "math",
-    "matrix",
-    "random",
-    "time",
-    "date",
-    "config",
-    "env",
-    "file",
-    "path",
-    "process",
-    "thread",
-    "pool",
-    "queue",
-    "graph",
-    "tree",
-    "map",
-    "set",
-    "string",
-    "unicode",
-    "regex",
-    "template",
-    "web",
-    "framework",
-    "router",
-    "middleware",
-    "storage",
-    "kv",
-    "embedded",
-    "wasm",
-    "gpu",
-    "simd",
-    "fast",
-    "safe",
-    "small",
-    "pure",
-    "rust",
-    "library",
-    "toolkit",
-    "utilities",
-    "bindings",
-    "wrapper",
-];
-const CATEGORIES: &[&str] = &[
-    "web", "cli", "database", "ml", "crypto", "async", "encoding", "testing", "graphics", "os",
-];
-const TAGS: &[&str] = &[
-    "async", "no-std", "http", "cli", "sql", "gpu", "wasm", "serde", "macro", "ffi", "tls",
-    "parser",
-];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
-
 fn catalogue() -> (Catalogue, Vec<String>) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seed 0 is the state this fixture has always started from.
+    let mut rng = Rng::new(0);
     let mut c = Catalogue::new();
     let mut names = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while names.len() < PACKAGES {
-        let parts = 1 + (rng.next() % 3) as usize;
-        let mut name = String::new();
-        for i in 0..parts {
-            if i > 0 {
-                name.push_str(["-", "_", "-", ""][(rng.next() % 4) as usize]);
-            }
-            let syl = 1 + (rng.next() % 3) as usize;
-            for _ in 0..syl {
-                name.push_str(rng.pick(SYLLABLES));
-            }
-            if rng.next() % 5 == 0 {
-                name.push('-');
-                name.push_str(rng.pick(WORDS));
-            }
-        }
+        let name = packages::name(&mut rng);
         if !seen.insert(name.clone()) {
             continue;
         }
         let versions = if rng.next() % 5 == 0 { 3 } else { 1 };
         let category = rng.pick(CATEGORIES);
         let downloads = rng.next() % 10_000_000;
-        let mut desc: Vec<&str> = Vec::new();
-        for _ in 0..6 + rng.next() % 10 {
-            desc.push(rng.pick(WORDS));
-        }
+        let description = packages::description(&mut rng);
         let tags: Vec<String> = (0..1 + rng.next() % 3)
             .map(|_| rng.pick(TAGS).to_string())
             .collect();
@@ -166,7 +41,7 @@ fn catalogue() -> (Catalogue, Vec<String>) {
             .collect();
         for v in 0..versions {
             let mut p = Package::new(name.clone(), format!("0.{v}.0"));
-            p.description = desc.join(" ");
+            p.description = description.clone();
             p.category = category.to_string();
             p.tags = tags.clone();
             p.metadata.keywords = keywords.clone();
@@ -176,16 +51,6 @@ fn catalogue() -> (Catalogue, Vec<String>) {
         names.push(name);
     }
     (c, names)
-}
-
-/// Misspells `s`: swaps two adjacent characters in the middle.
-fn transpose(s: &str) -> String {
-    let mut cs: Vec<char> = s.chars().collect();
-    let i = cs.len() / 2;
-    if i >= 1 && i < cs.len() {
-        cs.swap(i - 1, i);
-    }
-    cs.into_iter().collect()
 }
 
 fn queries(names: &[String]) -> Vec<(String, Query)> {

@@ -57,6 +57,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use super::packages::{self, CATEGORIES, Rng, TAGS, WORDS, transpose};
 use super::percentile;
 
 /// Publishes the preload may run ahead of the slowest node's catalogue.
@@ -126,104 +127,6 @@ fn listen_for(transport: &str) -> &'static str {
 // Packages
 // ---------------------------------------------------------------------------------------
 
-const SYLLABLES: &[&str] = &[
-    "ka", "to", "ri", "mon", "sel", "vex", "lu", "quar", "dex", "io", "zen", "pra", "fol", "nim",
-    "tor", "bel", "cy", "gra", "hum", "jet", "lor", "mip", "nex", "oct", "pul", "ryn", "sto",
-    "tif", "urb", "vol", "wex", "yar",
-];
-const WORDS: &[&str] = &[
-    "http",
-    "server",
-    "client",
-    "async",
-    "runtime",
-    "parser",
-    "json",
-    "yaml",
-    "toml",
-    "database",
-    "sql",
-    "query",
-    "cache",
-    "crypto",
-    "hash",
-    "cipher",
-    "signature",
-    "tensor",
-    "model",
-    "neural",
-    "cli",
-    "terminal",
-    "color",
-    "logging",
-    "tracing",
-    "metrics",
-    "test",
-    "mock",
-    "macro",
-    "derive",
-    "stream",
-    "channel",
-    "future",
-    "buffer",
-    "bytes",
-    "network",
-    "socket",
-    "tls",
-    "compression",
-    "image",
-    "audio",
-    "video",
-    "graphics",
-    "math",
-    "matrix",
-    "random",
-    "time",
-    "date",
-    "config",
-    "env",
-    "file",
-    "path",
-    "process",
-    "thread",
-    "pool",
-    "queue",
-    "graph",
-    "tree",
-    "map",
-    "set",
-    "string",
-    "unicode",
-    "regex",
-    "template",
-    "web",
-    "framework",
-    "router",
-    "middleware",
-    "storage",
-    "kv",
-    "embedded",
-    "wasm",
-    "gpu",
-    "simd",
-    "fast",
-    "safe",
-    "small",
-    "pure",
-    "rust",
-    "library",
-    "toolkit",
-    "utilities",
-    "bindings",
-    "wrapper",
-];
-const CATEGORIES: &[&str] = &[
-    "web", "cli", "database", "ml", "crypto", "async", "encoding", "testing", "graphics", "os",
-];
-const TAGS: &[&str] = &[
-    "async", "no-std", "http", "cli", "sql", "gpu", "wasm", "serde", "macro", "ffi", "tls",
-    "parser",
-];
 const AUTHORS: &[&str] = &[
     "Ada Lovelace",
     "Grace Hopper",
@@ -234,28 +137,6 @@ const AUTHORS: &[&str] = &[
     "Dennis Ritchie",
     "Radia Perlman",
 ];
-
-/// xorshift64: deterministic from the seed, no dependency on `rand`'s stream stability.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // A zero state would stay zero.
-        Self(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
-}
 
 /// One package version to publish, and the node that publishes it.
 #[derive(Clone)]
@@ -298,31 +179,15 @@ fn generate(seed: u64, count: usize, nodes: usize) -> Vec<Entry> {
     let mut firsts = Vec::new();
     let mut later: Vec<Vec<Entry>> = vec![Vec::new(), Vec::new()];
     while firsts.len() + later.iter().map(Vec::len).sum::<usize>() < count {
-        let parts = 1 + rng.below(3);
-        let mut name = String::new();
-        for i in 0..parts {
-            if i > 0 {
-                name.push_str(["-", "_", "-", ""][rng.below(4)]);
-            }
-            for _ in 0..1 + rng.below(3) {
-                name.push_str(rng.pick(SYLLABLES));
-            }
-            if rng.below(5) == 0 {
-                name.push('-');
-                name.push_str(rng.pick(WORDS));
-            }
-        }
+        let name = packages::name(&mut rng);
         if !seen.insert(name.clone()) {
             continue;
         }
-        let mut desc: Vec<&str> = Vec::new();
-        for _ in 0..6 + rng.below(10) {
-            desc.push(rng.pick(WORDS));
-        }
+        let description = packages::description(&mut rng);
         let first = Entry {
             name,
             version: "0.1.0".into(),
-            description: desc.join(" "),
+            description,
             category: rng.pick(CATEGORIES),
             tags: (0..1 + rng.below(3))
                 .map(|_| rng.pick(TAGS).to_string())
@@ -347,16 +212,6 @@ fn generate(seed: u64, count: usize, nodes: usize) -> Vec<Entry> {
     firsts.extend(later.into_iter().flatten());
     firsts.truncate(count);
     firsts
-}
-
-/// Misspells `s`: swaps two adjacent characters in the middle.
-fn transpose(s: &str) -> String {
-    let mut cs: Vec<char> = s.chars().collect();
-    let i = cs.len() / 2;
-    if i >= 1 && i < cs.len() {
-        cs.swap(i - 1, i);
-    }
-    cs.into_iter().collect()
 }
 
 // ---------------------------------------------------------------------------------------
