@@ -1225,11 +1225,11 @@ fn ingest(
     record: SignedPackage,
     me: PeerId,
 ) -> Result<Option<UpdateType>> {
-    let Some(prepared) = prepare(st, record, me)? else {
+    let Some(mut prepared) = prepare(st, record, me)? else {
         return Ok(None);
     };
     if let Some(w) = writer(st) {
-        w.submit(prepared.batch.clone());
+        w.submit(std::mem::take(&mut prepared.batch));
     }
     Ok(Some(commit(st, events, prepared)))
 }
@@ -1242,12 +1242,12 @@ async fn ingest_durable(
     record: SignedPackage,
     me: PeerId,
 ) -> Result<Option<UpdateType>> {
-    let Some(prepared) = prepare(st, record, me)? else {
+    let Some(mut prepared) = prepare(st, record, me)? else {
         return Ok(None);
     };
     if let Some(w) = writer(st) {
         let durable = w
-            .submit_durable(prepared.batch.clone())
+            .submit_durable(std::mem::take(&mut prepared.batch))
             .ok_or(RegistryError::NotRunning)?;
         durable
             .await
