@@ -10,6 +10,9 @@
 //!
 //! Everything listens on 127.0.0.1 with mDNS off; every wait has a deadline.
 
+mod common;
+
+use common::pseudo_random_bytes;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -266,15 +269,7 @@ fn start_ggen(name: &str, data_dir: &Path) -> Seeder {
 
 /// Deterministic, incompressible-looking content of `n` bytes (several transfer chunks).
 fn content(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    pseudo_random_bytes(1, n)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -9,6 +9,9 @@
 //! The child is this test binary re-run with `GGEN_REGISTRY_CRASH_CHILD=<dir>`, which makes
 //! the `crash_child` test act as the child (it does nothing otherwise).
 
+mod common;
+
+use common::{files_under, pseudo_random_bytes};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -37,16 +40,7 @@ fn has_content(n: u64) -> bool {
 
 /// Package `n`'s content: a few KB to a few hundred KB, distinct per package.
 fn content(n: u64) -> Vec<u8> {
-    let len = 1_000 + (n as usize * 7_919) % 200_000;
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    pseudo_random_bytes(n, 1_000 + (n as usize * 7_919) % 200_000)
 }
 
 fn package(n: u64) -> Package {
@@ -317,20 +311,4 @@ fn jitter(round: u64) -> u64 {
         .unwrap()
         .subsec_nanos() as u64;
     (nanos / 1_000).wrapping_add(round.wrapping_mul(7_919))
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

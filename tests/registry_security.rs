@@ -9,6 +9,9 @@
 //! [`RegistryError::ContentMismatch`] and keeps nothing; with one honest provider among
 //! them it gets the exact bytes.
 
+mod common;
+
+use common::files_under;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -316,23 +319,6 @@ impl Liar {
         })
         .await;
     }
-}
-
-/// Every file under `dir` (recursively).
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Where a registry's data directory keeps the blob `hash` (see the store's layout).

@@ -5,8 +5,11 @@
 //! The child is this test binary re-run with `GGEN_STORE_CRASH_CHILD=<mode>:<dir>`, which
 //! makes the `crash_child` test act as the child (it does nothing otherwise).
 
+mod common;
+
+use common::{files_under, pseudo_random_bytes};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -30,15 +33,7 @@ fn payload(n: u64) -> Vec<u8> {
 }
 
 fn blob(i: u64) -> Vec<u8> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..BLOB_SIZE)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    pseudo_random_bytes(i, BLOB_SIZE)
 }
 
 /// The child role: loops until killed. A no-op in a normal test run.
@@ -236,19 +231,6 @@ fn store_files(dir: &Path) -> usize {
                 .is_ok()
         })
         .count()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
