@@ -279,7 +279,16 @@ impl P2PRegistry {
             std::sync::atomic::Ordering::Relaxed,
         );
         if let Some(store) = &store {
-            load_records(&self.state, &self.events, store, self.peer_id)?;
+            // Reading and verifying every stored record is blocking work.
+            let (st, events, s, me) = (
+                self.state.clone(),
+                self.events.clone(),
+                store.clone(),
+                self.peer_id,
+            );
+            tokio::task::spawn_blocking(move || load_records(&st, &events, &s, me))
+                .await
+                .map_err(|e| RegistryError::Storage(e.to_string()))??;
         }
         // Attached before any service runs, so the first record from the network is
         // written too.
