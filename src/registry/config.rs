@@ -175,6 +175,8 @@ pub struct RegistryConfig {
     /// Fetch, keep and serve the content of every package this node admits (a seeder, e.g.
     /// a bootstrap host), up to `registry.content.max_content_size` each (default false).
     pub replicate_content: bool,
+    /// How new names are claimed: the race window and the ownership polls.
+    pub ownership: OwnershipConfig,
     /// The RPC layer's settings.
     pub rpc: RpcConfig,
     /// Content transfer settings.
@@ -189,8 +191,41 @@ impl Default for RegistryConfig {
             packages_topic: "packages".to_string(),
             sync_interval: 30,
             replicate_content: false,
+            ownership: OwnershipConfig::default(),
             rpc: RpcConfig::default(),
             content: ContentConfig::default(),
+        }
+    }
+}
+
+/// How a new name's claim settles (see `docs/ARCHITECTURE.md`, "Trust model").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OwnershipConfig {
+    /// How long after a node first sees a name's claim a rival claim by another key can
+    /// still win the name (decided by polling peers), in seconds (default 10). After it, and
+    /// once a poll confirms the claimant, the claim is settled for good.
+    #[serde(with = "crate::node::duration_secs")]
+    pub race_window: Duration,
+    /// Peers sampled per ownership poll, among those connected and those lost within
+    /// `peer_memory` (default 8).
+    pub poll_peers: usize,
+    /// Time between polls of a contested or unconfirmed name, in seconds (default 1).
+    #[serde(with = "crate::node::duration_secs")]
+    pub poll_interval: Duration,
+    /// How long a lost peer still counts (against every claimant) in polls, in seconds
+    /// (default 1 800): a node cut off from most of its peers does not settle claims.
+    #[serde(with = "crate::node::duration_secs")]
+    pub peer_memory: Duration,
+}
+
+impl Default for OwnershipConfig {
+    fn default() -> Self {
+        Self {
+            race_window: Duration::from_secs(10),
+            poll_peers: 8,
+            poll_interval: Duration::from_secs(1),
+            peer_memory: Duration::from_secs(1800),
         }
     }
 }

@@ -48,6 +48,20 @@ pub enum RegistryError {
         /// Who tried.
         publisher: String,
     },
+    /// A name statement (maintainers, transfer) failed its checks or is not the owner's.
+    #[error("invalid name statement: {0}")]
+    InvalidStatement(String),
+    /// A caller-supplied `created_at` is older than the allowed clock skew: the publishing
+    /// node stamps the publication time itself and refuses back-dated packages.
+    #[error("{id} is dated {created_at}, more than {skew_secs} s before this node's clock; publish without setting created_at (the node stamps the publication time)")]
+    BackDated {
+        /// `name@version`.
+        id: String,
+        /// The supplied `created_at` (RFC 3339).
+        created_at: String,
+        /// The allowed skew in seconds.
+        skew_secs: i64,
+    },
     /// The version exists already with other content or metadata.
     #[error("{id} is already published with different content; publish a new version")]
     VersionExists {

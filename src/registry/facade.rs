@@ -2,13 +2,18 @@
 //! seed's API over one node running the DHT, the gossip mesh, the RPC layer and the content
 //! service.
 //!
-//! Publish (the seed's "Package → Local Cache → DHT Announce → Gossipsub Broadcast"): sign,
-//! admit locally (the same rules every node applies, see [`super::signed`]), store, put the
-//! record in the DHT under its version key and its name key, announce on the packages topic
-//! and on the package's category and name topics. Receivers verify and admit the record,
-//! add it to their catalogue and emit a [`PackageUpdate`]. A node that was away catches up
-//! through anti-entropy: it compares per-bucket digests of its catalogue with a peer's and
-//! fetches only the records of buckets that differ.
+//! The handle is thin. Every registry decision (admission, ownership, the catalogue,
+//! anti-entropy, polls) is made by the sans-IO [`super::core::RegistryCore`], owned by one
+//! driver task ([`super::driver`]); the handle sends it commands and waits for answers.
+//! What stays here is the wiring (starting and stopping the services in order), content
+//! (blobs kept in the data directory or in memory, served and fetched through the content
+//! service) and the light node's search through full peers.
+//!
+//! Publish (the seed's "Package → Local Cache → DHT Announce → Gossipsub Broadcast"): the
+//! core stamps, signs and admits the record; once its store write is durable the driver
+//! puts it in the DHT and announces it on the packages, category and name topics.
+//! Receivers admit it by the same rules and emit a [`PackageUpdate`]. A node that was away
+//! catches up through anti-entropy.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -21,17 +26,16 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::config::{BootstrapNode, P2PConfig};
+use super::core::{CoreConfig, RegistryCore, StoredName};
+use super::driver::{self, Command, CoreHandle, Counters, Services, add, read};
 use super::error::{RegistryError, Result};
-use super::index::Catalogue;
 use super::protocol::{
-    Announcement, MAX_BUCKET_IDS, MAX_SYNC_RECORDS, PackageRecordValidator, SYNC_BUCKETS,
-    SearchProtocol, SyncProtocol, SyncRequest, SyncResponse, content_key, name_key, package_key,
+    PackageRecordValidator, SearchProtocol, SyncProtocol, SyncRequest, SyncResponse, content_key,
+    name_key, package_key,
 };
-use super::signed::{Admission, SignedPackage, admit};
-use super::store::{
-    Batch, DhtRecordEntry, OwnerEntry, ProviderEntry, Store, instant_to_unix_ms, unix_ms_now,
-};
-use super::types::{NetworkStats, Package, PackageUpdate, Query, SearchResult, UpdateType};
+use super::signed::{NameAction, SignedPackage};
+use super::store::{Batch, DhtRecordEntry, ProviderEntry, Store, instant_to_unix_ms, unix_ms_now};
+use super::types::{NetworkStats, Package, PackageUpdate, Query, SearchResult};
 use super::writer::StoreWriter;
 use crate::Multiaddr;
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryMethod};
@@ -39,8 +43,8 @@ use crate::gossip::{Gossip, Topic};
 use crate::identity::{Keypair, PeerId};
 use crate::kademlia::{Dht, DhtError, DhtPersistence, Persisted, QueryError, Record};
 use crate::node::{Node, NodeConfig, NodeHandle};
+use crate::rpc::Rpc;
 use crate::rpc::content::{ContentError, ContentHash, ContentService, ContentSource};
-use crate::rpc::{Rpc, RpcError};
 
 /// The seed's registry operations; object-safe (`Arc<dyn Registry>` works).
 pub trait Registry: Send + Sync {
@@ -129,52 +133,21 @@ impl P2PRegistryBuilder {
             running: tokio::sync::Mutex::new(None),
             listen: Mutex::new(Vec::new()),
             events,
-            state: Arc::new(State::default()),
+            shared: Arc::new(Shared::default()),
         })
     }
 }
 
-/// Records, catalogue and counters shared by the registry's tasks.
+/// Content and counters shared by the handle and its background tasks.
 #[derive(Default)]
-struct State {
-    /// Every admitted record by `name@version`.
-    records: RwLock<HashMap<String, SignedPackage>>,
-    /// The first claim of each name.
-    claims: RwLock<HashMap<String, SignedPackage>>,
-    /// The searchable catalogue.
-    catalogue: RwLock<Catalogue>,
-    /// Known providers of content, by hash.
-    providers: RwLock<HashMap<ContentHash, HashSet<PeerId>>>,
-    /// Peers we have completed at least one anti-entropy round with since start.
-    synced: RwLock<HashSet<PeerId>>,
+struct Shared {
     /// The on-disk store while running with a data directory (blobs are written directly;
-    /// records go through `writer`).
+    /// records go through the driver's store writer).
     store: RwLock<Option<Arc<Store>>>,
-    /// The store's writer thread: every admitted record is queued there (one transaction
-    /// with its owner claim); own publishes wait until theirs is durable.
-    writer: RwLock<Option<Arc<StoreWriter>>>,
     /// Content held in memory (no data directory), by hash.
     blobs: RwLock<HashMap<ContentHash, Bytes>>,
-    /// Whether this node keeps the catalogue (a full node); a light node does not.
-    light: std::sync::atomic::AtomicBool,
-    counters: Counters,
-}
-
-#[derive(Default)]
-struct Counters {
-    dht_queries: std::sync::atomic::AtomicU64,
-    dht_failures: std::sync::atomic::AtomicU64,
-    gets: std::sync::atomic::AtomicU64,
-    get_hits: std::sync::atomic::AtomicU64,
+    counters: Arc<Counters>,
     latencies_us: Mutex<Vec<u64>>,
-}
-
-fn add(c: &std::sync::atomic::AtomicU64) {
-    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn read(c: &std::sync::atomic::AtomicU64) -> u64 {
-    c.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What runs between `start` and `stop`.
@@ -185,8 +158,23 @@ struct Running {
     rpc: Rpc,
     content: ContentService,
     discovery: Discovery,
+    core: CoreHandle,
+    driver: JoinHandle<()>,
+    writer: Option<Arc<StoreWriter>>,
     topics: HashSet<Topic>,
     tasks: Vec<JoinHandle<()>>,
+    light: bool,
+}
+
+/// Who owns a package name, as this node holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameOwnership {
+    /// The owner's PeerId.
+    pub owner: PeerId,
+    /// Whether the claim is settled here (its race window passed and peers confirmed it).
+    pub settled: bool,
+    /// Keys the owner allowed to publish versions.
+    pub maintainers: Vec<PeerId>,
 }
 
 /// A registry node (see the module docs).
@@ -197,7 +185,7 @@ pub struct P2PRegistry {
     running: tokio::sync::Mutex<Option<Running>>,
     listen: Mutex<Vec<String>>,
     events: broadcast::Sender<PackageUpdate>,
-    state: Arc<State>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for P2PRegistry {
@@ -213,6 +201,29 @@ fn dht_error(e: DhtError) -> RegistryError {
         DhtError::Query(QueryError::Timeout) => RegistryError::DhtTimeout,
         other => RegistryError::Network(other.to_string()),
     }
+}
+
+/// What the store held at start: name states and records, decoded.
+struct Loaded {
+    names: Vec<StoredName>,
+    records: Vec<SignedPackage>,
+}
+
+fn load_store(store: &Store) -> Result<Loaded> {
+    let names = store
+        .owners()?
+        .into_iter()
+        .filter_map(|(_, e)| postcard::from_bytes::<StoredName>(&e.claim).ok())
+        .collect();
+    let mut records: Vec<SignedPackage> = store
+        .records()?
+        .into_iter()
+        .filter_map(|(_, bytes)| SignedPackage::decode(&bytes).ok())
+        .collect();
+    // Older stores kept no name states: earliest records first, so each name's first
+    // record is its claim again.
+    records.sort_by_key(|r| r.claim_key());
+    Ok(Loaded { names, records })
 }
 
 impl P2PRegistry {
@@ -274,35 +285,40 @@ impl P2PRegistry {
             )),
             None => None,
         };
-        self.state.light.store(
-            !config.registry.catalogue,
-            std::sync::atomic::Ordering::Relaxed,
+        // The core, with what the store kept (read and verified on a blocking thread).
+        let mut core = RegistryCore::new(
+            self.keypair.clone(),
+            CoreConfig::from_registry(&config.registry),
         );
         if let Some(store) = &store {
-            // Reading and verifying every stored record is blocking work.
-            let (st, events, s, me) = (
-                self.state.clone(),
-                self.events.clone(),
-                store.clone(),
-                self.peer_id,
-            );
-            tokio::task::spawn_blocking(move || load_records(&st, &events, &s, me))
-                .await
-                .map_err(|e| RegistryError::Storage(e.to_string()))??;
+            let s = store.clone();
+            core = tokio::task::spawn_blocking(move || {
+                let loaded = load_store(&s)?;
+                let (now, wall) = (tokio::time::Instant::now().into_std(), Utc::now());
+                for n in &loaded.names {
+                    core.restore_name(now, wall, n);
+                }
+                for r in loaded.records {
+                    core.restore_record(now, wall, r);
+                }
+                Ok::<_, RegistryError>(core)
+            })
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))??;
         }
-        // Attached before any service runs, so the first record from the network is
-        // written too.
         let writer = match &store {
             Some(s) => Some(Arc::new(StoreWriter::spawn(s.clone()).map_err(|e| {
                 RegistryError::Storage(format!("cannot start the store writer: {e}"))
             })?)),
             None => None,
         };
-        self.attach_store(store.clone(), writer).await;
+        if let Ok(mut s) = self.shared.store.write() {
+            *s = store.clone();
+        }
         let node = match Node::spawn(self.keypair.clone(), node_config).await {
             Ok(n) => n,
             Err(e) => {
-                self.detach_store().await;
+                self.detach_store(writer).await;
                 return Err(RegistryError::Network(format!(
                     "cannot start the node: {e}"
                 )));
@@ -313,73 +329,75 @@ impl P2PRegistry {
                 Ok(p) => Some(p),
                 Err(e) => {
                     node.shutdown().await;
-                    self.detach_store().await;
+                    self.detach_store(writer).await;
                     return Err(e);
                 }
             },
             None => None,
         };
-        let started = self.start_services(&node, &config, persistence).await;
-        let running = match started {
+        let running = match self
+            .start_services(&node, &config, core, writer.clone(), persistence)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 node.shutdown().await;
-                self.detach_store().await;
+                self.detach_store(writer).await;
                 return Err(e);
             }
         };
-        // Serve the content we hold, and announce it again (our addresses may have changed
-        // since the provider records others keep were made). A blob no record refers to is
-        // what a crash between storing it and committing its record leaves: removed.
         if let Some(store) = &store {
-            let referenced: HashSet<ContentHash> = self
-                .state
-                .records
-                .read()
-                .map(|r| {
-                    r.values()
-                        .filter_map(|s| s.package.content_hash.as_deref()?.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let s2 = store.clone();
-            let blobs = tokio::task::spawn_blocking(move || s2.blobs())
-                .await
-                .map_err(|e| RegistryError::Storage(e.to_string()))??;
-            let mut held = Vec::new();
-            for h in blobs {
-                if !referenced.contains(&h) {
-                    let s2 = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || s2.remove_blob(&h)).await;
-                    continue;
-                }
-                let path = store.blob_path(&h);
-                if running
-                    .content
-                    .serve_content(h, ContentSource::File(path))
-                    .await
-                    .is_ok()
-                {
-                    if let Ok(mut p) = self.state.providers.write() {
-                        p.entry(h).or_default().insert(self.peer_id);
-                    }
-                    held.push(h);
-                }
-            }
-            let (dht, st) = (running.dht.clone(), self.state.clone());
-            tokio::spawn(async move {
-                for h in held {
-                    add(&st.counters.dht_queries);
-                    if dht.start_providing(content_key(&h)).await.is_err() {
-                        add(&st.counters.dht_failures);
-                    }
-                }
-            });
+            self.serve_held_content(&running, store).await?;
         }
         if let Ok(mut l) = self.listen.lock() {
             *l = node.listen_addrs().iter().map(|a| a.to_string()).collect();
         }
         *slot = Some(running);
+        Ok(())
+    }
+
+    /// Serves the content we hold and announces it again (our addresses may have changed
+    /// since the provider records others keep were made). A blob no record refers to is
+    /// what a crash between storing it and committing its record leaves: removed.
+    async fn serve_held_content(&self, running: &Running, store: &Arc<Store>) -> Result<()> {
+        let referenced: HashSet<ContentHash> = running
+            .core
+            .ask(Command::WithContent)
+            .await?
+            .iter()
+            .filter_map(|r| r.package.content_hash.as_deref()?.parse().ok())
+            .collect();
+        let s2 = store.clone();
+        let blobs = tokio::task::spawn_blocking(move || s2.blobs())
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))??;
+        let mut held = Vec::new();
+        for h in blobs {
+            if !referenced.contains(&h) {
+                let s2 = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s2.remove_blob(&h)).await;
+                continue;
+            }
+            let path = store.blob_path(&h);
+            if running
+                .content
+                .serve_content(h, ContentSource::File(path))
+                .await
+                .is_ok()
+            {
+                running.core.send(Command::Provider(h, self.peer_id));
+                held.push(h);
+            }
+        }
+        let (dht, counters) = (running.dht.clone(), self.shared.counters.clone());
+        tokio::spawn(async move {
+            for h in held {
+                add(&counters.dht_queries);
+                if dht.start_providing(content_key(&h)).await.is_err() {
+                    add(&counters.dht_failures);
+                }
+            }
+        });
         Ok(())
     }
 
@@ -434,6 +452,8 @@ impl P2PRegistry {
         &self,
         node: &NodeHandle,
         config: &P2PConfig,
+        core: RegistryCore,
+        writer: Option<Arc<StoreWriter>>,
         persistence: Option<(
             DhtPersistence,
             tokio::sync::mpsc::UnboundedReceiver<Persisted>,
@@ -460,185 +480,106 @@ impl P2PRegistry {
             .map_err(|e| net("content", e.to_string()))?;
         let mut tasks = Vec::new();
         // What the DHT stores goes to the store writer, in batches of whatever queued up.
-        if let Some(mut rx) = persisted {
-            let st = self.state.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while rx.recv_many(&mut buf, 1024).await > 0 {
-                    let (now, now_ms) = (Instant::now(), unix_ms_now());
-                    let mut batch = Batch::new();
-                    for p in buf.drain(..) {
-                        match p {
-                            Persisted::Record {
-                                record,
-                                expires,
-                                local,
-                            } => {
-                                let at = instant_to_unix_ms(expires, now, now_ms);
-                                let entry = DhtRecordEntry::from_record(&record, at, local);
-                                batch.put_dht_record(&record.key, entry);
-                            }
-                            Persisted::Provider {
-                                key,
-                                provider,
-                                expires,
-                            } => {
-                                let at = instant_to_unix_ms(expires, now, now_ms);
-                                let entry = ProviderEntry::from_peer_record(&provider, at);
-                                batch.add_provider(&key, entry);
-                            }
-                        }
-                    }
-                    if let Some(w) = writer(&st) {
-                        w.submit(batch);
-                    }
-                }
-            }));
+        if let (Some(rx), Some(w)) = (persisted, writer.clone()) {
+            tasks.push(tokio::spawn(persist_dht(rx, w)));
         }
-        // Serve sync and (full nodes) search.
-        let st = self.state.clone();
-        rpc.register::<SyncProtocol, _, _>(move |_, req| {
-            let st = st.clone();
-            async move { Ok(answer_sync(&st, req)) }
-        })
-        .await
-        .map_err(|e| net("rpc", e.to_string()))?;
-        if config.registry.catalogue {
-            let st = self.state.clone();
-            rpc.register::<SearchProtocol, _, _>(move |_, q: Query| {
-                let st = st.clone();
-                async move { Ok(local_search(&st, &q)) }
+        let light = !config.registry.catalogue;
+        let packages_topic = config.gossipsub.topic(&config.registry.packages_topic);
+        let names_topic = config
+            .gossipsub
+            .topic(&format!("{}-names", config.registry.packages_topic));
+        // A seeder fetches the content of what it admits.
+        let (replicate_tx, replicate_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (core, driver) = driver::spawn(
+            core,
+            Services {
+                node: node.clone(),
+                dht: dht.clone(),
+                gossip: gossip.clone(),
+                rpc: rpc.clone(),
+                writer: writer.clone(),
+                events: self.events.clone(),
+                gossipsub: config.gossipsub.clone(),
+                packages_topic: packages_topic.clone(),
+                names_topic: names_topic.clone(),
+                counters: self.shared.counters.clone(),
+                replicate: config.registry.replicate_content.then_some(replicate_tx),
+            },
+        );
+        let fail = |e: RegistryError, core: &CoreHandle, driver: &JoinHandle<()>| {
+            let _ = core;
+            driver.abort();
+            e
+        };
+        // Serve sync (and, full nodes, search) from the core.
+        let c = core.clone();
+        if let Err(e) = rpc
+            .register::<SyncProtocol, _, _>(move |from, req| {
+                let c = c.clone();
+                async move {
+                    c.ask(|r| Command::Answer(from, req, r))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             })
             .await
-            .map_err(|e| net("rpc", e.to_string()))?;
+        {
+            return Err(fail(net("rpc", e.to_string()), &core, &driver));
         }
-        // A seeder fetches the content of what it admits.
-        let (tx, mut admitted) = tokio::sync::mpsc::unbounded_channel::<SignedPackage>();
-        let replicate = config.registry.replicate_content.then_some(tx);
-        if replicate.is_some() {
-            let (st, svc, dht2, node2, me) = (
-                self.state.clone(),
-                content.clone(),
-                dht.clone(),
-                node.clone(),
-                self.peer_id,
-            );
-            let every = Duration::from_secs(config.registry.sync_interval.max(1));
-            tasks.push(tokio::spawn(async move {
-                // Newly admitted records at once; every interval (and first soon after
-                // start), whatever content is still missing: held before a restart but
-                // not kept, or whose providers were unreachable before.
-                let mut sweep = tokio::time::interval_at(
-                    tokio::time::Instant::now() + Duration::from_secs(1),
-                    every,
-                );
-                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        r = admitted.recv() => match r {
-                            Some(r) => replicate_one(&st, &svc, &dht2, &node2, &r, me).await,
-                            None => return,
-                        },
-                        _ = sweep.tick() => {
-                            let missing: Vec<SignedPackage> = st
-                                .records
-                                .read()
-                                .map(|r| {
-                                    r.values()
-                                        .filter(|s| {
-                                            s.package
-                                                .content_hash
-                                                .as_deref()
-                                                .and_then(|h| h.parse::<ContentHash>().ok())
-                                                .is_some_and(|h| !svc.is_serving(&h))
-                                        })
-                                        .cloned()
-                                        .collect()
-                                })
-                                .unwrap_or_default();
-                            for r in missing {
-                                replicate_one(&st, &svc, &dht2, &node2, &r, me).await;
-                            }
-                        }
-                    }
-                }
-            }));
-        }
-        // Announcements on the packages topic (full nodes keep the whole catalogue; a light
-        // node hears only the topics it subscribes to).
-        let topic = config.gossipsub.topic(&config.registry.packages_topic);
-        let mut topics = HashSet::new();
-        if config.registry.catalogue {
-            let mut sub = gossip
-                .subscribe(topic.clone())
-                .await
-                .map_err(|e| net("gossip", e.to_string()))?;
-            topics.insert(topic.clone());
-            let (st, events, me) = (self.state.clone(), self.events.clone(), self.peer_id);
-            let rep = replicate.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(r) = sub.recv().await {
-                    if let Ok(a) = Announcement::decode(&r.message.data) {
-                        let record = a.record.clone();
-                        let ok = ingest(&st, &events, a.record, me);
-                        if let (Ok(Some(_)), Some(tx)) = (ok, &rep) {
-                            let _ = tx.send(record);
-                        }
-                    }
-                }
-            }));
-        }
-        // Anti-entropy (full nodes): with a random connected peer every `sync_interval`, and
-        // soon after the first connections.
-        let (st, events, rpc2, node2, me) = (
-            self.state.clone(),
-            self.events.clone(),
-            rpc.clone(),
-            node.clone(),
-            self.peer_id,
-        );
-        if config.registry.catalogue {
-            let every = Duration::from_secs(config.registry.sync_interval);
-            tasks.push(tokio::spawn(async move {
-                let mut synced: HashSet<PeerId> = HashSet::new();
-                let mut next_full = tokio::time::Instant::now() + every;
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let peers = node2.connected_peers();
-                    // Every newly connected peer once, then one random peer per interval.
-                    let fresh: Vec<PeerId> = peers
-                        .iter()
-                        .filter(|p| !synced.contains(p))
-                        .copied()
-                        .collect();
-                    for p in fresh {
-                        synced.insert(p);
-                        if sync_with(&st, &events, &rpc2, p, me, replicate.as_ref())
+        if !light {
+            let c = core.clone();
+            if let Err(e) = rpc
+                .register::<SearchProtocol, _, _>(move |_, q: Query| {
+                    let c = c.clone();
+                    async move {
+                        c.ask(|r| Command::Search(q, r))
                             .await
-                            .is_ok()
-                        {
-                            if let Ok(mut s) = st.synced.write() {
-                                s.insert(p);
-                            }
-                        }
+                            .map_err(|e| e.to_string())
                     }
-                    synced.retain(|p| peers.contains(p));
-                    if tokio::time::Instant::now() >= next_full {
-                        next_full = tokio::time::Instant::now() + every;
-                        if let Some(p) = peers.get(rand::random_range(0..peers.len().max(1))) {
-                            let _ =
-                                sync_with(&st, &events, &rpc2, *p, me, replicate.as_ref()).await;
-                        }
-                    }
-                }
-            }));
+                })
+                .await
+            {
+                return Err(fail(net("rpc", e.to_string()), &core, &driver));
+            }
         }
-        let discovery = Discovery::spawn(
+        if config.registry.replicate_content {
+            let every = Duration::from_secs(config.registry.sync_interval.max(1));
+            tasks.push(tokio::spawn(replicate(
+                replicate_rx,
+                every,
+                Seeder {
+                    shared: self.shared.clone(),
+                    content: content.clone(),
+                    dht: dht.clone(),
+                    node: node.clone(),
+                    core: core.clone(),
+                    me: self.peer_id,
+                },
+            )));
+        }
+        // Announcements: full nodes hear the whole packages topic; every node hears the
+        // names topic (statements are few). A light node hears only what it subscribes to.
+        let mut topics = HashSet::new();
+        if !light {
+            match gossip.subscribe(packages_topic.clone()).await {
+                Ok(sub) => tasks.push(driver::forward_announcements(sub, core.clone())),
+                Err(e) => return Err(fail(net("gossip", e.to_string()), &core, &driver)),
+            }
+            topics.insert(packages_topic);
+        }
+        match gossip.subscribe(names_topic.clone()).await {
+            Ok(sub) => tasks.push(driver::forward_statements(sub, core.clone())),
+            Err(e) => return Err(fail(net("gossip", e.to_string()), &core, &driver)),
+        }
+        topics.insert(names_topic);
+        let discovery = match Discovery::spawn(
             node.clone(),
             Some(dht.clone()),
             DiscoveryConfig::from_bootstrap(&config.bootstrap),
-        )
-        .map_err(|e| net("discovery", e.to_string()))?;
+        ) {
+            Ok(d) => d,
+            Err(e) => return Err(fail(net("discovery", e.to_string()), &core, &driver)),
+        };
         Ok(Running {
             node: node.clone(),
             dht,
@@ -646,12 +587,17 @@ impl P2PRegistry {
             rpc,
             content,
             discovery,
+            core,
+            driver,
+            writer,
             topics,
             tasks,
+            light,
         })
     }
 
-    /// Stops the node: closes every connection, releases the listen ports.
+    /// Stops the node: closes every connection, releases the listen ports, writes what is
+    /// queued and releases the data directory. Everything `start` started ends here.
     pub async fn stop(&self) -> Result<()> {
         let Some(r) = self.running.lock().await.take() else {
             return Err(RegistryError::NotRunning);
@@ -660,60 +606,54 @@ impl P2PRegistry {
             t.abort();
         }
         r.discovery.stop();
+        // The driver carries out what it queued, then ends.
+        let _ = r.core.ask(Command::Shutdown).await;
+        let _ = r.driver.await;
         r.node.shutdown().await;
-        // Writes what is queued, then releases the data directory (the store's lock) for
-        // the next registry.
-        self.detach_store().await;
-        if let Ok(mut s) = self.state.synced.write() {
-            s.clear();
-        }
+        self.detach_store(r.writer).await;
         if let Ok(mut l) = self.listen.lock() {
             l.clear();
         }
         Ok(())
     }
 
-    async fn attach_store(&self, store: Option<Arc<Store>>, writer: Option<Arc<StoreWriter>>) {
-        if let Ok(mut s) = self.state.store.write() {
-            *s = store;
-        }
-        if let Ok(mut w) = self.state.writer.write() {
-            *w = writer;
-        }
-    }
-
-    /// Detaches the store: the writer finishes its queue and exits, and the store (with
-    /// its lock on the data directory) is dropped once the last task holding it is done.
-    async fn detach_store(&self) {
-        let writer = self.state.writer.write().ok().and_then(|mut w| w.take());
+    /// Closes the writer (it finishes its queue) and drops the store, with its lock on the
+    /// data directory, once the last task holding it is done.
+    async fn detach_store(&self, writer: Option<Arc<StoreWriter>>) {
         if let Some(thread) = writer.and_then(|w| w.close()) {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        if let Ok(mut s) = self.state.store.write() {
+        if let Ok(mut s) = self.shared.store.write() {
             *s = None;
         }
+    }
+
+    async fn core(&self) -> Result<CoreHandle> {
+        let g = self.running.lock().await;
+        Ok(g.as_ref().ok_or(RegistryError::NotRunning)?.core.clone())
     }
 
     /// Waits until the catalogue has been synced once with every connected peer (or
     /// `timeout` passes); returns whether it was.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
-        if self.state.light.load(std::sync::atomic::Ordering::Relaxed) {
-            // A light node keeps no catalogue to sync.
-            return true;
-        }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let Ok((node, ..)) = self.services().await else {
-                return false;
+            let (core, light) = {
+                let g = self.running.lock().await;
+                match g.as_ref() {
+                    Some(r) => (r.core.clone(), r.light),
+                    None => return false,
+                }
             };
-            let peers = node.connected_peers();
-            let done = !peers.is_empty()
-                && self
-                    .state
-                    .synced
-                    .read()
-                    .is_ok_and(|s| peers.iter().all(|p| s.contains(p)));
-            if done {
+            if light {
+                // A light node keeps no catalogue to sync.
+                return true;
+            }
+            if core
+                .ask(Command::Snapshot)
+                .await
+                .is_ok_and(|s| s.synced_with_all)
+            {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -727,16 +667,16 @@ impl P2PRegistry {
     /// the content too (or `timeout` passes); returns whether it does.
     pub async fn wait_replicated(&self, package_id: &str, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        let content = self
-            .state
-            .records
-            .read()
-            .ok()
-            .and_then(|r| {
-                r.get(package_id)
-                    .and_then(|s| s.package.content_hash.clone())
-            })
-            .and_then(|h| h.parse::<ContentHash>().ok());
+        let content = match self.core().await {
+            Ok(c) => c
+                .ask(|r| Command::Record(package_id.to_string(), r))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.package.content_hash.clone())
+                .and_then(|h| h.parse::<ContentHash>().ok()),
+            Err(_) => return false,
+        };
         loop {
             let Ok((node, dht, _, rpc, _)) = self.services().await else {
                 return false;
@@ -811,10 +751,20 @@ impl P2PRegistry {
 
     /// Network and registry statistics.
     pub async fn stats(&self) -> NetworkStats {
-        let Ok((node, dht, gossip, _, _)) = self.services().await else {
-            return NetworkStats::default();
+        let (node, dht, gossip, core, topics) = {
+            let g = self.running.lock().await;
+            let Some(r) = g.as_ref() else {
+                return NetworkStats::default();
+            };
+            (
+                r.node.clone(),
+                r.dht.clone(),
+                r.gossip.clone(),
+                r.core.clone(),
+                r.topics.len(),
+            )
         };
-        let st = &self.state;
+        let snap = core.ask(Command::Snapshot).await.unwrap_or_default();
         let connected = node.connected_count();
         let total = dht
             .routing_table()
@@ -824,8 +774,8 @@ impl P2PRegistry {
             .max(connected);
         let gm = gossip.metrics().await.unwrap_or_default();
         let received = gm.delivered + gm.duplicates + gm.rejected;
-        let mut lat = st
-            .counters
+        let mut lat = self
+            .shared
             .latencies_us
             .lock()
             .map(|l| l.clone())
@@ -835,28 +785,17 @@ impl P2PRegistry {
             lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
                 .map_or(0.0, |v| *v as f64 / 1000.0)
         };
-        let (q, f) = (
-            read(&st.counters.dht_queries),
-            read(&st.counters.dht_failures),
-        );
-        let (g, h) = (read(&st.counters.gets), read(&st.counters.get_hits));
+        let c = &self.shared.counters;
+        let (q, f) = (read(&c.dht_queries), read(&c.dht_failures));
+        let (g, h) = (read(&c.gets), read(&c.get_hits));
         let (dht_records, dht_provider_records) = dht.store_sizes().await.unwrap_or((0, 0));
-        let topics = self
-            .running
-            .lock()
-            .await
-            .as_ref()
-            .map_or(0, |r| r.topics.len());
         NetworkStats {
             connected_peers: connected,
             total_peers: total,
-            cached_packages: st.records.read().map_or(0, |r| r.len()),
-            provider_records: st
-                .providers
-                .read()
-                .map_or(0, |p| p.values().map(|s| s.len()).sum()),
+            cached_packages: snap.records,
+            provider_records: snap.providers,
             gossip_topics: topics,
-            catalogue_size: st.catalogue.read().map_or(0, |c| c.len()),
+            catalogue_size: snap.catalogue,
             dht_records,
             dht_provider_records,
             dht_query_success_rate: if q == 0 {
@@ -875,6 +814,74 @@ impl P2PRegistry {
         }
     }
 
+    /// Who owns `name` in this node's view: the owner, whether the claim is settled, and
+    /// the maintainers. `None` when no record of the name is known here.
+    pub async fn owner_of(&self, name: &str) -> Result<Option<NameOwnership>> {
+        let core = self.core().await?;
+        Ok(core
+            .ask(|r| Command::Owner(name.to_string(), r))
+            .await?
+            .map(|(owner, settled, maintainers)| NameOwnership {
+                owner,
+                settled,
+                maintainers,
+            }))
+    }
+
+    /// As the owner of `name`, allows `key` to publish versions of it. The name's claim
+    /// must be settled.
+    pub async fn add_maintainer(&self, name: &str, key: PeerId) -> Result<()> {
+        self.name_action(name, NameAction::AddMaintainer(key)).await
+    }
+
+    /// As the owner of `name`, takes `key`'s right to publish. The versions `key` published
+    /// that this node holds now stay valid everywhere; any other version of `key`, however
+    /// it is dated, is refused from then on.
+    pub async fn remove_maintainer(&self, name: &str, key: PeerId) -> Result<()> {
+        self.name_action(
+            name,
+            NameAction::RemoveMaintainer {
+                key,
+                keep: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// As the owner of `name`, hands the name to `to`. This node's versions that it holds
+    /// now stay valid; it may publish no more.
+    pub async fn transfer_name(&self, name: &str, to: PeerId) -> Result<()> {
+        self.name_action(
+            name,
+            NameAction::Transfer {
+                to,
+                keep: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    async fn name_action(&self, name: &str, action: NameAction) -> Result<()> {
+        let core = self.core().await?;
+        core.ask(|reply| Command::NameAction {
+            name: name.to_string(),
+            action,
+            reply,
+        })
+        .await?
+    }
+
+    /// Deprecates `name@version`: re-signs it (as its owner or a maintainer) with the
+    /// deprecated flag and announces it.
+    pub async fn deprecate(&self, package_id: &str) -> Result<Package> {
+        let core = self.core().await?;
+        let record = core
+            .ask(|r| Command::Record(package_id.to_string(), r))
+            .await?
+            .ok_or_else(|| RegistryError::InvalidPackage(format!("{package_id} is not known")))?;
+        self.publish_record(record.package.clone(), true).await
+    }
+
     /// Publishes `package` with `content`: fills `content_hash` and `size`, serves the bytes
     /// and announces this node as their provider.
     pub async fn publish_with_content(
@@ -888,21 +895,21 @@ impl P2PRegistry {
         package.content_hash = Some(hash.to_string());
         package.size = bytes.len() as u64;
         let already_held = self.local_content(&hash).await.is_some();
-        let source = keep_blob(&self.state, hash, bytes).await?;
+        let source = keep_blob(&self.shared, hash, bytes).await?;
         svc.serve_content(hash, source)
             .await
             .map_err(|e| RegistryError::Storage(e.to_string()))?;
-        let published = match self.publish_signed(package).await {
+        let published = match self.publish_record(package, false).await {
             Ok(p) => p,
             Err(e) => {
                 // Refused: the content was not published, so it is not kept or served
                 // (unless it already was, for another package).
                 if !already_held {
                     svc.stop_serving(&hash);
-                    if let Ok(mut b) = self.state.blobs.write() {
+                    if let Ok(mut b) = self.shared.blobs.write() {
                         b.remove(&hash);
                     }
-                    let store = self.state.store.read().ok().and_then(|s| s.clone());
+                    let store = self.shared.store.read().ok().and_then(|s| s.clone());
                     if let Some(store) = store {
                         let _ = tokio::task::spawn_blocking(move || store.remove_blob(&hash)).await;
                     }
@@ -910,14 +917,14 @@ impl P2PRegistry {
                 return Err(e);
             }
         };
-        if let Ok(mut p) = self.state.providers.write() {
-            p.entry(hash).or_default().insert(self.peer_id);
+        if let Ok(core) = self.core().await {
+            core.send(Command::Provider(hash, self.peer_id));
         }
-        let st = self.state.clone();
+        let counters = self.shared.counters.clone();
         tokio::spawn(async move {
-            add(&st.counters.dht_queries);
+            add(&counters.dht_queries);
             if dht.start_providing(content_key(&hash)).await.is_err() {
-                add(&st.counters.dht_failures);
+                add(&counters.dht_failures);
             }
         });
         Ok(published)
@@ -926,6 +933,7 @@ impl P2PRegistry {
     /// Downloads the content of `package_id` from its providers, verified by hash.
     pub async fn fetch_content(&self, package_id: &str) -> Result<Bytes> {
         let (node, dht, _, _, svc) = self.services().await?;
+        let core = self.core().await?;
         let package = self
             .get_package(package_id)
             .await?
@@ -936,10 +944,10 @@ impl P2PRegistry {
             .ok_or_else(|| RegistryError::NoContent(package.id.clone()))?
             .parse()
             .map_err(|_| RegistryError::InvalidPackage("bad content hash".into()))?;
-        let mut providers = known_providers(&self.state, &hash);
+        let mut providers = core.ask(|r| Command::Providers(hash, r)).await?;
         providers.retain(|p| *p != self.peer_id);
         if let Some(bytes) = self.local_content(&hash).await {
-            add(&self.state.counters.get_hits);
+            add(&self.shared.counters.get_hits);
             return Ok(bytes);
         }
         let started = Instant::now();
@@ -950,7 +958,7 @@ impl P2PRegistry {
             match svc.fetch_content(hash, &providers, None).await {
                 Ok(bytes) => {
                     return self
-                        .after_fetch(&svc, &dht, hash, bytes, started.elapsed())
+                        .after_fetch(&svc, &dht, &core, hash, bytes, started.elapsed())
                         .await;
                 }
                 Err(e) => first_error = Some(e),
@@ -1003,7 +1011,7 @@ impl P2PRegistry {
             Ok(b) => b,
             Err(e) => return Err(failed(first_error.into_iter().chain([e]).collect())),
         };
-        self.after_fetch(&svc, &dht, hash, bytes, started.elapsed())
+        self.after_fetch(&svc, &dht, &core, hash, bytes, started.elapsed())
             .await
     }
 
@@ -1012,23 +1020,22 @@ impl P2PRegistry {
         &self,
         svc: &ContentService,
         dht: &Dht,
+        core: &CoreHandle,
         hash: ContentHash,
         bytes: Bytes,
         took: Duration,
     ) -> Result<Bytes> {
         self.record_latency(took);
         // Now a provider too (and the blob is kept, with a data directory).
-        if let Ok(source) = keep_blob(&self.state, hash, bytes.clone()).await {
+        if let Ok(source) = keep_blob(&self.shared, hash, bytes.clone()).await {
             let _ = svc.serve_content(hash, source).await;
         }
-        if let Ok(mut p) = self.state.providers.write() {
-            p.entry(hash).or_default().insert(self.peer_id);
-        }
-        let (st, dht) = (self.state.clone(), dht.clone());
+        core.send(Command::Provider(hash, self.peer_id));
+        let (counters, dht) = (self.shared.counters.clone(), dht.clone());
         tokio::spawn(async move {
-            add(&st.counters.dht_queries);
+            add(&counters.dht_queries);
             if dht.start_providing(content_key(&hash)).await.is_err() {
-                add(&st.counters.dht_failures);
+                add(&counters.dht_failures);
             }
         });
         Ok(bytes)
@@ -1037,7 +1044,7 @@ impl P2PRegistry {
     /// Content this node holds itself, from memory or the data directory (verified).
     async fn local_content(&self, hash: &ContentHash) -> Option<Bytes> {
         if let Some(b) = self
-            .state
+            .shared
             .blobs
             .read()
             .ok()
@@ -1045,7 +1052,7 @@ impl P2PRegistry {
         {
             return Some(b);
         }
-        let store = self.state.store.read().ok().and_then(|s| s.clone())?;
+        let store = self.shared.store.read().ok().and_then(|s| s.clone())?;
         let h = *hash;
         tokio::task::spawn_blocking(move || store.read_blob(&h).ok().flatten())
             .await
@@ -1055,7 +1062,7 @@ impl P2PRegistry {
     }
 
     fn record_latency(&self, d: Duration) {
-        if let Ok(mut l) = self.state.counters.latencies_us.lock() {
+        if let Ok(mut l) = self.shared.latencies_us.lock() {
             if l.len() >= 10_000 {
                 l.remove(0);
             }
@@ -1067,99 +1074,54 @@ impl P2PRegistry {
         &self,
         f: impl std::future::Future<Output = std::result::Result<T, DhtError>>,
     ) -> Result<T> {
-        add(&self.state.counters.dht_queries);
+        add(&self.shared.counters.dht_queries);
         match f.await {
             Ok(v) => Ok(v),
             Err(e) => {
-                add(&self.state.counters.dht_failures);
+                add(&self.shared.counters.dht_failures);
                 Err(dht_error(e))
             }
         }
     }
 
-    async fn publish_signed(&self, mut package: Package) -> Result<Package> {
-        let (_, dht, gossip, _, _) = self.services().await?;
-        package.id = package.canonical_id();
-        package.updated_at = package.updated_at.max(package.created_at);
-        let record = SignedPackage::sign(package, false, &self.keypair);
-        // Verified like any record from the network; durable before we go on.
-        let update =
-            ingest_durable(&self.state, &self.events, record.clone(), self.peer_id).await?;
-        if update.is_none() {
-            return Ok(record.package);
-        }
-        // The DHT puts run in the background: a put waits for the closest peers, and one
-        // that went away costs a request timeout; the caller has its answer once the record
-        // is stored here and broadcast. Offline or alone, the record spreads by sync later.
-        let value = Bytes::from(record.encode());
-        let mut keys = vec![package_key(&record.package.id)];
-        // Only the latest version goes under the name key.
-        if latest_of(&self.state, &record.package.name)
-            .is_none_or(|l| l.package.id == record.package.id)
-        {
-            keys.push(name_key(&record.package.name));
-        }
-        let (dht2, st, me) = (dht.clone(), self.state.clone(), self.peer_id);
-        tokio::spawn(async move {
-            for key in keys {
-                let r = Record {
-                    key,
-                    value: value.clone(),
-                    publisher: Some(me),
-                    ttl_secs: 0,
-                };
-                add(&st.counters.dht_queries);
-                if dht2.put_record(r, Some(1)).await.is_err() {
-                    add(&st.counters.dht_failures);
-                }
-            }
-        });
-        let announcement = Announcement {
-            record: record.clone(),
-        }
-        .encode();
-        let config = self.config.read().map(|c| c.clone()).unwrap_or_default();
-        let topics = [
-            config.gossipsub.topic(&config.registry.packages_topic),
-            config.gossipsub.topic(&record.package.category),
-            config.gossipsub.topic(&record.package.name),
-        ];
-        for t in topics {
-            // No peers yet is not an error for a publish: sync delivers it later.
-            let _ = gossip.publish(t, announcement.clone()).await;
-        }
-        Ok(record.package)
+    /// Hands a publish to the core and waits until it is durable and announced.
+    async fn publish_record(&self, package: Package, deprecated: bool) -> Result<Package> {
+        let core = self.core().await?;
+        let record = core
+            .ask(|reply| Command::Publish {
+                package,
+                deprecated,
+                reply,
+            })
+            .await??;
+        Ok(record.package.clone())
     }
 
     async fn get_package(&self, package_id: &str) -> Result<Option<Package>> {
         let (_, dht, _, _, _) = self.services().await?;
-        add(&self.state.counters.gets);
+        let core = self.core().await?;
+        add(&self.shared.counters.gets);
         let (name, version) = match package_id.split_once('@') {
             Some((n, v)) => (n, Some(v)),
             None => (package_id, None),
         };
         let local = match version {
-            Some(_) => self
-                .state
-                .records
-                .read()
-                .ok()
-                .and_then(|r| r.get(package_id).cloned()),
-            None => latest_of(&self.state, name),
+            Some(_) => core.ask(|r| Command::Record(package_id.to_string(), r)).await?,
+            None => core.ask(|r| Command::Latest(name.to_string(), r)).await?,
         };
         if let Some(r) = local {
-            add(&self.state.counters.get_hits);
-            return Ok(Some(r.package));
+            add(&self.shared.counters.get_hits);
+            return Ok(Some(r.package.clone()));
         }
         let key = match version {
             Some(_) => package_key(package_id),
             None => name_key(name),
         };
         let started = Instant::now();
-        add(&self.state.counters.dht_queries);
+        add(&self.shared.counters.dht_queries);
         let found = dht.get_record(key).await;
         if found.is_err() {
-            add(&self.state.counters.dht_failures);
+            add(&self.shared.counters.dht_failures);
         }
         match found {
             Ok((record, _)) => {
@@ -1170,14 +1132,136 @@ impl P2PRegistry {
                     return Ok(None);
                 }
                 let package = s.package.clone();
-                let _ = ingest(&self.state, &self.events, s, self.peer_id);
-                Ok(Some(package))
+                // Admitted by the same rules as any record: a record of a name this node
+                // holds for another key is not an answer.
+                match core.ask(|r| Command::DhtRecord(s, r)).await? {
+                    Err(RegistryError::NameOwned { .. }) => Ok(None),
+                    _ => Ok(Some(package)),
+                }
             }
             // The lookup ended without the record: the network does not have it. A timeout,
             // or nobody to ask, is an error (transient), not an answer.
             Err(DhtError::Query(QueryError::NotFound)) => Ok(None),
             Err(e) => Err(dht_error(e)),
         }
+    }
+}
+
+/// Writes what the DHT stores through the store writer, in batches of whatever queued up.
+async fn persist_dht(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Persisted>,
+    writer: Arc<StoreWriter>,
+) {
+    let mut buf = Vec::new();
+    while rx.recv_many(&mut buf, 1024).await > 0 {
+        let (now, now_ms) = (Instant::now(), unix_ms_now());
+        let mut batch = Batch::new();
+        for p in buf.drain(..) {
+            match p {
+                Persisted::Record {
+                    record,
+                    expires,
+                    local,
+                } => {
+                    let at = instant_to_unix_ms(expires, now, now_ms);
+                    let entry = DhtRecordEntry::from_record(&record, at, local);
+                    batch.put_dht_record(&record.key, entry);
+                }
+                Persisted::Provider {
+                    key,
+                    provider,
+                    expires,
+                } => {
+                    let at = instant_to_unix_ms(expires, now, now_ms);
+                    let entry = ProviderEntry::from_peer_record(&provider, at);
+                    batch.add_provider(&key, entry);
+                }
+            }
+        }
+        writer.submit(batch);
+    }
+}
+
+/// What a seeder's replication task works with.
+struct Seeder {
+    shared: Arc<Shared>,
+    content: ContentService,
+    dht: Dht,
+    node: NodeHandle,
+    core: CoreHandle,
+    me: PeerId,
+}
+
+/// A seeder's replication: newly admitted records at once; every interval (and first
+/// soon after start), whatever content is still missing (held before a restart but not
+/// kept, or whose providers were unreachable before).
+async fn replicate(
+    mut admitted: tokio::sync::mpsc::UnboundedReceiver<Arc<SignedPackage>>,
+    every: Duration,
+    s: Seeder,
+) {
+    let mut sweep =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = admitted.recv() => match r {
+                Some(r) => replicate_one(&s, &r).await,
+                None => return,
+            },
+            _ = sweep.tick() => {
+                let Ok(all) = s.core.ask(Command::WithContent).await else { return };
+                for r in all {
+                    replicate_one(&s, &r).await;
+                }
+            }
+        }
+    }
+}
+
+/// A seeder's copy of `record`'s content: fetched from its providers (verified), kept,
+/// served, and announced in the DHT. Failures are left for the next sweep to retry.
+async fn replicate_one(s: &Seeder, record: &SignedPackage) {
+    let Some(hash) = record
+        .package
+        .content_hash
+        .as_deref()
+        .and_then(|h| h.parse::<ContentHash>().ok())
+    else {
+        return;
+    };
+    if s.content.is_serving(&hash) {
+        return;
+    }
+    let mut providers = s
+        .core
+        .ask(|r| Command::Providers(hash, r))
+        .await
+        .unwrap_or_default();
+    if let Ok((found, _)) = s.dht.get_providers(content_key(&hash)).await {
+        providers.extend(found.into_iter().map(|p| {
+            for a in p.addrs {
+                s.node.add_address(p.peer, a);
+            }
+            p.peer
+        }));
+    }
+    providers.sort();
+    providers.dedup();
+    providers.retain(|p| *p != s.me);
+    if providers.is_empty() {
+        return;
+    }
+    let Ok(bytes) = s.content.fetch_content(hash, &providers, None).await else {
+        return;
+    };
+    // Kept like our own content, so a restarted seeder still serves it.
+    let Ok(source) = keep_blob(&s.shared, hash, bytes).await else {
+        return;
+    };
+    if s.content.serve_content(hash, source).await.is_ok() {
+        s.core.send(Command::Provider(hash, s.me));
+        let _ = s.dht.start_providing(content_key(&hash)).await;
     }
 }
 
@@ -1203,197 +1287,10 @@ fn bootstrap_addr(n: &BootstrapNode) -> Result<Multiaddr> {
     Ok(addr.with_peer_id(peer))
 }
 
-/// The providers of `hash` this node knows of (publishers, fetchers, DHT answers).
-fn known_providers(st: &State, hash: &ContentHash) -> Vec<PeerId> {
-    st.providers
-        .read()
-        .ok()
-        .and_then(|p| p.get(hash).map(|s| s.iter().copied().collect()))
-        .unwrap_or_default()
-}
-
-/// The latest (highest semver) admitted version of `name`.
-fn latest_of(st: &State, name: &str) -> Option<SignedPackage> {
-    let records = st.records.read().ok()?;
-    records
-        .values()
-        .filter(|r| r.package.name == name)
-        .max_by(|a, b| {
-            let va = semver::Version::parse(&a.package.version).ok();
-            let vb = semver::Version::parse(&b.package.version).ok();
-            va.cmp(&vb)
-        })
-        .cloned()
-}
-
-/// Verifies and admits a record from anywhere; queues its store write and emits its
-/// update. Returns the update type, `None` if nothing changed.
-fn ingest(
-    st: &State,
-    events: &broadcast::Sender<PackageUpdate>,
-    record: SignedPackage,
-    me: PeerId,
-) -> Result<Option<UpdateType>> {
-    let Some(mut prepared) = prepare(st, record, me)? else {
-        return Ok(None);
-    };
-    if let Some(w) = writer(st) {
-        w.submit(std::mem::take(&mut prepared.batch));
-    }
-    Ok(Some(commit(st, events, prepared)))
-}
-
-/// Like [`ingest`], for our own publish: the record is admitted in memory only once its
-/// store write is durable, so an acknowledged publish survives a crash.
-async fn ingest_durable(
-    st: &State,
-    events: &broadcast::Sender<PackageUpdate>,
-    record: SignedPackage,
-    me: PeerId,
-) -> Result<Option<UpdateType>> {
-    let Some(mut prepared) = prepare(st, record, me)? else {
-        return Ok(None);
-    };
-    if let Some(w) = writer(st) {
-        let durable = w
-            .submit_durable(std::mem::take(&mut prepared.batch))
-            .ok_or(RegistryError::NotRunning)?;
-        durable
-            .await
-            .map_err(|_| RegistryError::NotRunning)?
-            .map_err(RegistryError::Storage)?;
-    }
-    Ok(Some(commit(st, events, prepared)))
-}
-
-fn writer(st: &State) -> Option<Arc<StoreWriter>> {
-    st.writer.read().ok().and_then(|w| w.clone())
-}
-
-/// A verified, admitted record and what admitting it changes.
-struct Prepared {
-    record: SignedPackage,
-    update: UpdateType,
-    /// Records of a displaced (later) claimant of the name, removed on commit.
-    displaced: Vec<String>,
-    /// The store write: the record, the name's first claim and any removals, in one
-    /// transaction.
-    batch: Batch,
-}
-
-/// Verifies `record` and decides its admission by the ownership rules; `None` when it
-/// changes nothing. Reads the state, writes nothing.
-fn prepare(st: &State, record: SignedPackage, me: PeerId) -> Result<Option<Prepared>> {
-    record.verify(Utc::now())?;
-    let name = &record.package.name;
-    let id = &record.package.id;
-    let (claim, existing) = (
-        st.claims.read().ok().and_then(|c| c.get(name).cloned()),
-        st.records.read().ok().and_then(|r| r.get(id).cloned()),
-    );
-    let (update, displaced_by) = match admit(claim.as_ref(), existing.as_ref(), &record)? {
-        Admission::Unchanged => return Ok(None),
-        Admission::Accept { update, displaced } => (update, displaced),
-    };
-    let displaced: Vec<String> = match displaced_by {
-        Some(old) => st
-            .records
-            .read()
-            .map(|r| {
-                r.values()
-                    .filter(|x| x.package.name == *name && x.publisher == old)
-                    .map(|x| x.package.id.clone())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let first = match &claim {
-        Some(cur) if cur.claim_key() <= record.claim_key() => cur,
-        _ => &record,
-    };
-    let mut batch = Batch::new();
-    for g in &displaced {
-        batch.remove_record(g).unmark_own(g);
-    }
-    batch.put_record(id, &record.encode()).put_owner(
-        name,
-        OwnerEntry {
-            owner: first.publisher.to_string(),
-            claim: first.encode(),
-        },
-    );
-    if record.publisher == me {
-        batch.mark_own(id);
-    }
-    Ok(Some(Prepared {
-        record,
-        update,
-        displaced,
-        batch,
-    }))
-}
-
-/// Applies a prepared admission to memory (records, claims, providers, catalogue) and
-/// emits its update.
-fn commit(st: &State, events: &broadcast::Sender<PackageUpdate>, p: Prepared) -> UpdateType {
-    let Prepared {
-        record,
-        update,
-        displaced,
-        ..
-    } = p;
-    let name = record.package.name.clone();
-    let id = record.package.id.clone();
-    if !displaced.is_empty() {
-        if let (Ok(mut r), Ok(mut c)) = (st.records.write(), st.catalogue.write()) {
-            for g in &displaced {
-                r.remove(g);
-                c.remove(g);
-            }
-        }
-    }
-    if let Ok(mut c) = st.claims.write() {
-        let keep = c
-            .get(&name)
-            .is_some_and(|cur| cur.claim_key() <= record.claim_key());
-        if !keep {
-            c.insert(name, record.clone());
-        }
-    }
-    if let Some(h) = record
-        .package
-        .content_hash
-        .as_deref()
-        .and_then(|h| h.parse::<ContentHash>().ok())
-    {
-        if let Ok(mut p) = st.providers.write() {
-            p.entry(h).or_default().insert(record.publisher);
-        }
-    }
-    if !st.light.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Ok(mut c) = st.catalogue.write() {
-            c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
-        }
-    }
-    let timestamp = record.package.updated_at;
-    let version = record.package.version.clone();
-    if let Ok(mut r) = st.records.write() {
-        r.insert(id.clone(), record);
-    }
-    let _ = events.send(PackageUpdate {
-        package_id: id,
-        version,
-        update_type: update,
-        timestamp,
-    });
-    update
-}
-
 /// Stores a blob content-addressed in the data directory (atomically) and returns the
 /// source to serve it from; without a data directory, keeps the bytes in memory and serves
 /// them from there.
-async fn keep_blob(st: &State, hash: ContentHash, bytes: Bytes) -> Result<ContentSource> {
+async fn keep_blob(st: &Shared, hash: ContentHash, bytes: Bytes) -> Result<ContentSource> {
     let store = st.store.read().ok().and_then(|s| s.clone());
     let Some(store) = store else {
         if let Ok(mut b) = st.blobs.write() {
@@ -1407,221 +1304,17 @@ async fn keep_blob(st: &State, hash: ContentHash, bytes: Bytes) -> Result<Conten
     Ok(ContentSource::File(path))
 }
 
-/// A seeder's copy of `record`'s content: fetched from its providers (verified), served,
-/// and announced in the DHT. Failures are left for the next sync to retry.
-async fn replicate_one(
-    st: &State,
-    svc: &ContentService,
-    dht: &Dht,
-    node: &NodeHandle,
-    record: &SignedPackage,
-    me: PeerId,
-) {
-    let Some(hash) = record
-        .package
-        .content_hash
-        .as_deref()
-        .and_then(|h| h.parse::<ContentHash>().ok())
-    else {
-        return;
-    };
-    if svc.is_serving(&hash) {
-        return;
-    }
-    let mut providers = known_providers(st, &hash);
-    if let Ok((found, _)) = dht.get_providers(content_key(&hash)).await {
-        providers.extend(found.into_iter().map(|p| {
-            for a in p.addrs {
-                node.add_address(p.peer, a);
-            }
-            p.peer
-        }));
-    }
-    providers.sort();
-    providers.dedup();
-    providers.retain(|p| *p != me);
-    if providers.is_empty() {
-        return;
-    }
-    let Ok(bytes) = svc.fetch_content(hash, &providers, None).await else {
-        return;
-    };
-    // Kept like our own content, so a restarted seeder still serves it.
-    let Ok(source) = keep_blob(st, hash, bytes).await else {
-        return;
-    };
-    if svc.serve_content(hash, source).await.is_ok() {
-        if let Ok(mut p) = st.providers.write() {
-            p.entry(hash).or_default().insert(me);
-        }
-        let _ = dht.start_providing(content_key(&hash)).await;
-    }
-}
-
-/// Loads the stored records into memory (verifying each again) before the store is
-/// attached, so nothing is written back. Records that no longer verify are skipped.
-fn load_records(
-    st: &State,
-    events: &broadcast::Sender<PackageUpdate>,
-    store: &Store,
-    me: PeerId,
-) -> Result<()> {
-    let mut records: Vec<SignedPackage> = store
-        .records()?
-        .into_iter()
-        .filter_map(|(_, bytes)| SignedPackage::decode(&bytes).ok())
-        .collect();
-    // Earliest claims first, so ownership settles as it did before.
-    records.sort_by_key(|r| r.claim_key());
-    for r in records {
-        if let Err(e) = ingest(st, events, r, me) {
-            tracing::warn!("stored record skipped: {e}");
-        }
-    }
-    Ok(())
-}
-
-/// Searches the local catalogue; `peer_count` is the known providers of the content.
-fn local_search(st: &State, q: &Query) -> Vec<SearchResult> {
-    let providers = st.providers.read().ok();
-    let count = |p: &Package| {
-        p.content_hash
-            .as_deref()
-            .and_then(|h| h.parse::<ContentHash>().ok())
-            .and_then(|h| {
-                providers
-                    .as_ref()
-                    .and_then(|pr| pr.get(&h).map(|s| s.len()))
-            })
-            .unwrap_or(0)
-    };
-    st.catalogue
-        .read()
-        .map(|c| c.search(q, count))
-        .unwrap_or_default()
-}
-
-/// Answers a peer's anti-entropy request from our catalogue and records.
-fn answer_sync(st: &State, req: SyncRequest) -> SyncResponse {
-    match req {
-        SyncRequest::Digests => SyncResponse::Digests(
-            st.catalogue
-                .read()
-                .map(|c| c.bucket_digests(SYNC_BUCKETS))
-                .unwrap_or_default(),
-        ),
-        SyncRequest::Bucket(b) => {
-            let ids = st
-                .catalogue
-                .read()
-                .map(|c| c.ids_in_bucket(b, SYNC_BUCKETS))
-                .unwrap_or_default();
-            let records = st.records.read().ok();
-            SyncResponse::Bucket(
-                ids.into_iter()
-                    .filter_map(|id| {
-                        let f = records.as_ref()?.get(&id)?.fingerprint();
-                        Some((id, f))
-                    })
-                    .take(MAX_BUCKET_IDS)
-                    .collect(),
-            )
-        }
-        SyncRequest::Records(ids) => {
-            let records = st.records.read().ok();
-            SyncResponse::Records(
-                ids.iter()
-                    .take(MAX_SYNC_RECORDS)
-                    .filter_map(|id| Some(records.as_ref()?.get(id)?.encode()))
-                    .collect(),
-            )
-        }
-    }
-}
-
-/// One anti-entropy round with `peer`: digests, then the differing buckets' ids, then the
-/// records we lack or hold in another form. Returns how many records were admitted.
-async fn sync_with(
-    st: &State,
-    events: &broadcast::Sender<PackageUpdate>,
-    rpc: &Rpc,
-    peer: PeerId,
-    me: PeerId,
-    replicate: Option<&tokio::sync::mpsc::UnboundedSender<SignedPackage>>,
-) -> std::result::Result<usize, RpcError> {
-    let SyncResponse::Digests(theirs) = rpc
-        .request::<SyncProtocol>(peer, SyncRequest::Digests)
-        .await?
-    else {
-        return Ok(0);
-    };
-    let ours = st
-        .catalogue
-        .read()
-        .map(|c| c.bucket_digests(SYNC_BUCKETS))
-        .unwrap_or_default();
-    let mut admitted = 0;
-    // A bucket the peer holds nothing in has nothing for us, whatever ours holds (a light
-    // node or a new joiner reports every bucket empty: no round trip for any of them).
-    let empty = Catalogue::empty_bucket_digest();
-    for (b, d) in theirs.iter().enumerate().take(SYNC_BUCKETS as usize) {
-        if ours.get(b) == Some(d) || *d == empty {
-            continue;
-        }
-        let Ok(b16) = u16::try_from(b) else { break };
-        let SyncResponse::Bucket(entries) = rpc
-            .request::<SyncProtocol>(peer, SyncRequest::Bucket(b16))
-            .await?
-        else {
-            continue;
-        };
-        let wanted: Vec<String> = {
-            let records = st.records.read().ok();
-            entries
-                .into_iter()
-                .filter(|(id, f)| {
-                    records
-                        .as_ref()
-                        .and_then(|r| r.get(id))
-                        .is_none_or(|mine| mine.fingerprint() != *f)
-                })
-                .map(|(id, _)| id)
-                .collect()
-        };
-        for chunk in wanted.chunks(MAX_SYNC_RECORDS) {
-            let SyncResponse::Records(list) = rpc
-                .request::<SyncProtocol>(peer, SyncRequest::Records(chunk.to_vec()))
-                .await?
-            else {
-                continue;
-            };
-            for bytes in list {
-                if let Ok(s) = SignedPackage::decode(&bytes) {
-                    let record = s.clone();
-                    if let Ok(Some(_)) = ingest(st, events, s, me) {
-                        admitted += 1;
-                        if let Some(tx) = replicate {
-                            let _ = tx.send(record);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(admitted)
-}
-
 impl Registry for P2PRegistry {
     fn search<'a>(&'a self, query: &'a Query) -> BoxFuture<'a, Result<Vec<SearchResult>>> {
         Box::pin(async move {
             let (node, _, _, rpc, _) = self.services().await?;
-            let catalogue = self
-                .config
-                .read()
-                .map(|c| c.registry.catalogue)
-                .unwrap_or(true);
-            if catalogue {
-                return Ok(local_search(&self.state, query));
+            let (core, light) = {
+                let g = self.running.lock().await;
+                let r = g.as_ref().ok_or(RegistryError::NotRunning)?;
+                (r.core.clone(), r.light)
+            };
+            if !light {
+                return core.ask(|r| Command::Search(query.clone(), r)).await;
             }
             // A light node asks up to three full peers and merges their answers.
             let mut merged: HashMap<String, SearchResult> = HashMap::new();
@@ -1655,7 +1348,7 @@ impl Registry for P2PRegistry {
     }
 
     fn publish(&self, package: Package) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.publish_signed(package).await.map(|_| ()) })
+        Box::pin(async move { self.publish_record(package, false).await.map(|_| ()) })
     }
 
     fn get<'a>(&'a self, package_id: &'a str) -> BoxFuture<'a, Result<Option<Package>>> {
@@ -1675,19 +1368,14 @@ impl Registry for P2PRegistry {
             if r.topics.contains(&t) {
                 return Ok(());
             }
-            let mut sub = r
+            let sub = r
                 .gossip
                 .subscribe(t.clone())
                 .await
                 .map_err(|e| RegistryError::Network(e.to_string()))?;
-            let (st, events, me) = (self.state.clone(), self.events.clone(), self.peer_id);
-            r.tasks.push(tokio::spawn(async move {
-                while let Some(m) = sub.recv().await {
-                    if let Ok(a) = Announcement::decode(&m.message.data) {
-                        let _ = ingest(&st, &events, a.record, me);
-                    }
-                }
-            }));
+            // The same path as the packages topic: one admission, one set of effects.
+            r.tasks
+                .push(driver::forward_announcements(sub, r.core.clone()));
             r.topics.insert(t);
             Ok(())
         })

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::signed::{MAX_RECORD_SIZE, SignedPackage};
 use super::types::{Query, SearchResult};
+use crate::identity::PeerId;
 use crate::kademlia::{Record, RecordValidator};
 use crate::rpc::{Protocol, ProtocolLimits};
 
@@ -18,6 +19,10 @@ pub const SYNC_BUCKETS: u16 = 256;
 pub const MAX_SYNC_RECORDS: usize = 256;
 /// Ids per bucket answer.
 pub const MAX_BUCKET_IDS: usize = 4096;
+/// Names per ownership poll or log request.
+pub const MAX_POLL_NAMES: usize = 64;
+/// Log heads per answer.
+pub const MAX_LOG_HEADS: usize = 4096;
 
 /// The DHT key of one version's record: SHA-256 of `ggen-p2p/package/<name@version>`.
 pub fn package_key(id: &str) -> Bytes {
@@ -87,6 +92,38 @@ pub enum SyncRequest {
     Bucket(u16),
     /// These records.
     Records(Vec<String>),
+    /// Ownership poll: who owns each of these names in the asker's view (at most
+    /// [`MAX_POLL_NAMES`]): `(name, the owner the asker holds)`.
+    Owners(Vec<(String, Option<PeerId>)>),
+    /// The heads of every name log the peer holds (at most [`MAX_LOG_HEADS`]).
+    LogHeads,
+    /// The whole logs of these names (at most [`MAX_POLL_NAMES`]).
+    Logs(Vec<String>),
+}
+
+/// One name in an answer to [`SyncRequest::Owners`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerAnswer {
+    /// The name.
+    pub name: String,
+    /// Whom the answering node holds as its claimant (`None`: it knows no claim).
+    pub owner: Option<PeerId>,
+    /// Whether that claim is settled there.
+    pub settled: bool,
+    /// The claim record (encoded [`SignedPackage`]), sent when `owner` differs from the
+    /// owner the asker named, so the asker can verify it and switch to it.
+    pub claim: Option<Vec<u8>>,
+}
+
+/// The head of one name log: its length and the digest of its last statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHead {
+    /// The name.
+    pub name: String,
+    /// Statements in the log.
+    pub len: u64,
+    /// [`super::signed::NameStatement::digest`] of the last one.
+    pub head: [u8; 32],
 }
 
 /// Anti-entropy answers.
@@ -98,6 +135,12 @@ pub enum SyncResponse {
     Bucket(Vec<(String, [u8; 32])>),
     /// Encoded [`SignedPackage`]s (at most [`MAX_SYNC_RECORDS`]; unknown ids are skipped).
     Records(Vec<Vec<u8>>),
+    /// The answer to [`SyncRequest::Owners`], one entry per name asked.
+    Owners(Vec<OwnerAnswer>),
+    /// The answer to [`SyncRequest::LogHeads`].
+    LogHeads(Vec<LogHead>),
+    /// The answer to [`SyncRequest::Logs`]: per name, its encoded statements in order.
+    Logs(Vec<(String, Vec<Vec<u8>>)>),
 }
 
 /// The anti-entropy protocol.

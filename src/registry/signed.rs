@@ -5,30 +5,19 @@
 //! a network statistic, not a publisher's statement) plus a `deprecated` flag, the
 //! publisher's PeerId and an Ed25519 signature over a domain-separated encoding.
 //!
-//! # Ownership and immutability (the same decision on every node)
+//! [`NameStatement`]s are the other signed thing: entries of a name's log by which its owner
+//! adds and removes maintainers and transfers the name.
 //!
-//! - A name belongs to the publisher of its **first claim**: the signed record of that name
-//!   with the earliest `created_at`, ties broken by the smaller publisher PeerId (bytes).
-//!   Every node orders claims the same way, so concurrent first claims resolve identically
-//!   wherever they meet, whatever order they arrive in. A claim dated more than
-//!   [`MAX_CLOCK_SKEW`] in the future is refused, so a claim cannot be post-dated to lose a
-//!   race on purpose; the known limit of the rule is the opposite case, a key that back-dates
-//!   a claim for a name it did not publish first (it would win against claims it post-dates).
-//!   Publishers therefore claim a name only after checking the network does not know it.
-//! - Records of a name by any other key than its owner are refused with
-//!   [`RegistryError::NameOwned`]. When an earlier claim displaces the known owner, that
-//!   owner's records of the name are dropped.
-//! - A version, once published, keeps its content: a record of the same `name@version` with
-//!   a different `content_hash` or `size` is refused ([`RegistryError::VersionExists`]). The
-//!   owner may re-sign a version with a newer `updated_at` to change its metadata or to
-//!   deprecate it; older or identical re-signings change nothing.
+//! This module checks what a record or statement says about itself (fields, dates,
+//! signature). Who may publish a name, and which of two conflicting claims stands, is the
+//! registry core's decision ([`super::core`]), made the same way on every node.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::RegistryError;
-use super::types::{Package, UpdateType};
+use super::types::Package;
 use crate::identity::PEER_ID_BYTES_LEN;
 use crate::identity::{Keypair, PeerId};
 
@@ -144,7 +133,8 @@ impl SignedPackage {
             .map_err(|e| RegistryError::InvalidPackage(format!("undecodable record: {e}")))
     }
 
-    /// The claim order key: earlier `created_at` first, then the smaller publisher.
+    /// An order of records by age: earlier `created_at` first, then the smaller publisher
+    /// (how a store without name states is loaded). It decides no ownership.
     pub fn claim_key(&self) -> (DateTime<Utc>, [u8; PEER_ID_BYTES_LEN]) {
         (self.package.created_at, peer_bytes(&self.publisher))
     }
@@ -216,71 +206,155 @@ pub fn validate_package(p: &Package) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// What accepting a record changes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// Store it and tell subscribers (`update` says what kind of change). `displaced`: the
-    /// previous owner of the name, whose records of it must be dropped.
-    Accept {
-        /// The kind of change.
-        update: UpdateType,
-        /// The displaced owner, when this record's claim is earlier than the known one.
-        displaced: Option<PeerId>,
+/// Domain separation of name statements.
+const STATEMENT_DOMAIN: &[u8] = b"ggen-p2p/name-statement/v1";
+/// Most statements in one name's log.
+pub const MAX_NAME_LOG: usize = 1024;
+/// Most record fingerprints a statement keeps for a key it retires.
+pub const MAX_KEPT: usize = 4096;
+/// Largest encoded statement accepted from the network.
+pub const MAX_STATEMENT_SIZE: usize = 160 * 1024;
+
+/// What an owner's statement about its name does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameAction {
+    /// `key` may publish versions of the name (and re-sign any of its versions).
+    AddMaintainer(PeerId),
+    /// `key` may no longer publish. The records it signed whose fingerprints are in `keep`
+    /// (what the owner's node held when it signed the removal) stay valid; every other
+    /// record of `key` for this name, however it is dated, is refused.
+    RemoveMaintainer {
+        /// The maintainer removed.
+        key: PeerId,
+        /// Fingerprints ([`SignedPackage::fingerprint`]) of its records that stay.
+        keep: Vec<[u8; 32]>,
     },
-    /// Already known (same or older): nothing to do.
-    Unchanged,
+    /// `to` owns the name from now on; the old owner keeps no rights. Its records whose
+    /// fingerprints are in `keep` stay valid, as with a removal.
+    Transfer {
+        /// The new owner.
+        to: PeerId,
+        /// Fingerprints of the old owner's records that stay.
+        keep: Vec<[u8; 32]>,
+    },
 }
 
-/// Decides what to do with a verified record, given what this node knows: `claim`, the
-/// current first claim of the name (if any record of it is known), and `existing`, the
-/// stored record of the same `name@version` (if any). Errors name the reason.
-pub fn admit(
-    claim: Option<&SignedPackage>,
-    existing: Option<&SignedPackage>,
-    new: &SignedPackage,
-) -> Result<Admission, RegistryError> {
-    let name = &new.package.name;
-    let mut displaced = None;
-    if let Some(owner) = claim {
-        if owner.publisher != new.publisher {
-            if new.claim_key() < owner.claim_key() {
-                // An earlier claim: it owns the name, on every node.
-                displaced = Some(owner.publisher);
-            } else {
-                return Err(RegistryError::NameOwned {
-                    name: name.clone(),
-                    owner: owner.publisher.to_string(),
-                    publisher: new.publisher.to_string(),
-                });
-            }
-        }
-    }
-    let Some(old) = existing.filter(|_| displaced.is_none()) else {
-        let update = if claim.is_none() || displaced.is_some() {
-            UpdateType::NewPackage
-        } else {
-            UpdateType::NewVersion
+/// A signed statement by a name's owner: entry `seq` (from 1) of the name's log. Entry `n`
+/// is valid only if signed by the owner that entries `1..n` leave in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameStatement {
+    /// The package name.
+    pub name: String,
+    /// Its position in the name's log (1 for the first statement).
+    pub seq: u64,
+    /// What it does.
+    pub action: NameAction,
+    /// When the owner's node signed it (stamped by that node, informational).
+    pub issued_at: DateTime<Utc>,
+    /// Who signed (must be the owner at `seq - 1`).
+    pub signer: PeerId,
+    /// Ed25519 signature over [`NameStatement::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct StatementBody<'a> {
+    name: &'a str,
+    seq: u64,
+    action: &'a NameAction,
+    issued_at: &'a DateTime<Utc>,
+    signer: &'a PeerId,
+}
+
+impl NameStatement {
+    /// Signs entry `seq` of `name`'s log as `keypair`'s.
+    pub fn sign(
+        name: String,
+        seq: u64,
+        action: NameAction,
+        issued_at: DateTime<Utc>,
+        keypair: &Keypair,
+    ) -> Self {
+        let mut s = Self {
+            name,
+            seq,
+            action,
+            issued_at,
+            signer: keypair.peer_id(),
+            signature: Vec::new(),
         };
-        return Ok(Admission::Accept { update, displaced });
-    };
-    if old.package.content_hash != new.package.content_hash || old.package.size != new.package.size
-    {
-        return Err(RegistryError::VersionExists {
-            id: new.package.id.clone(),
-        });
+        s.signature = keypair.sign(&s.signed_bytes()).to_vec();
+        s
     }
-    if new.package.updated_at <= old.package.updated_at || new.fingerprint() == old.fingerprint() {
-        return Ok(Admission::Unchanged);
+
+    /// The bytes the signature covers: a domain tag and the postcard encoding of every
+    /// field but the signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let body = StatementBody {
+            name: &self.name,
+            seq: self.seq,
+            action: &self.action,
+            issued_at: &self.issued_at,
+            signer: &self.signer,
+        };
+        let mut out = STATEMENT_DOMAIN.to_vec();
+        out.extend_from_slice(&postcard::to_stdvec(&body).unwrap_or_default());
+        out
     }
-    let update = if new.deprecated && !old.deprecated {
-        UpdateType::Deprecated
-    } else {
-        UpdateType::MetadataUpdate
-    };
-    Ok(Admission::Accept {
-        update,
-        displaced: None,
-    })
+
+    /// Checks the fields, the date against `now` and the signature (not who may sign:
+    /// that depends on the log before it).
+    pub fn verify(&self, now: DateTime<Utc>) -> Result<(), RegistryError> {
+        let bad = |why: String| Err(RegistryError::InvalidStatement(why));
+        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
+            return bad("name out of bounds".into());
+        }
+        if self.seq == 0 || self.seq > MAX_NAME_LOG as u64 {
+            return bad(format!("sequence {} out of 1..={MAX_NAME_LOG}", self.seq));
+        }
+        if self.issued_at > now + MAX_CLOCK_SKEW {
+            return bad(format!("statement {} of {} is dated in the future", self.seq, self.name));
+        }
+        let kept = match &self.action {
+            NameAction::AddMaintainer(_) => 0,
+            NameAction::RemoveMaintainer { keep, .. } | NameAction::Transfer { keep, .. } => {
+                keep.len()
+            }
+        };
+        if kept > MAX_KEPT {
+            return bad(format!("keeps {kept} records, more than {MAX_KEPT}"));
+        }
+        let key = self
+            .signer
+            .public_key()
+            .map_err(|e| RegistryError::InvalidStatement(format!("signer key: {e}")))?;
+        if !key.verify(&self.signed_bytes(), &self.signature) {
+            return bad(format!(
+                "statement {} of {} is not signed by {}",
+                self.seq, self.name, self.signer
+            ));
+        }
+        Ok(())
+    }
+
+    /// A digest identifying this exact statement.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.signed_bytes());
+        h.update(&self.signature);
+        h.finalize().into()
+    }
+
+    /// The encoding stored and sent.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a statement of at most [`MAX_STATEMENT_SIZE`] bytes (unverified).
+    pub fn decode(bytes: &[u8]) -> Result<Self, RegistryError> {
+        crate::wire::decode_bounded(bytes, MAX_STATEMENT_SIZE, "name statement")
+            .map_err(|e| RegistryError::InvalidStatement(format!("undecodable statement: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -340,76 +414,5 @@ mod tests {
         future.updated_at = future.created_at;
         let s = SignedPackage::sign(future, false, &k);
         assert!(s.verify(now).is_err());
-    }
-
-    #[test]
-    fn first_claims_own_names_and_versions_keep_their_content() {
-        let (alice, bob) = (Keypair::generate(), Keypair::generate());
-        let t0 = Utc::now() - ChronoDuration::minutes(10);
-        let at = |name: &str, v: &str, mins: i64| {
-            let mut p = package(name, v);
-            p.created_at = t0 + ChronoDuration::minutes(mins);
-            p.updated_at = p.created_at;
-            p
-        };
-        let a1 = SignedPackage::sign(at("kit", "1.0.0", 0), false, &alice);
-        assert_eq!(
-            admit(None, None, &a1).unwrap(),
-            Admission::Accept {
-                update: UpdateType::NewPackage,
-                displaced: None
-            }
-        );
-        // Bob's later claim of the name is refused.
-        let b1 = SignedPackage::sign(at("kit", "2.0.0", 1), false, &bob);
-        assert!(matches!(
-            admit(Some(&a1), None, &b1),
-            Err(RegistryError::NameOwned { .. })
-        ));
-        // Alice's next version is a new version.
-        let a2 = SignedPackage::sign(at("kit", "1.1.0", 2), false, &alice);
-        assert!(matches!(
-            admit(Some(&a1), None, &a2),
-            Ok(Admission::Accept {
-                update: UpdateType::NewVersion,
-                ..
-            })
-        ));
-        // An earlier claim by Bob displaces Alice, whatever order they arrive in.
-        let b0 = SignedPackage::sign(at("kit", "0.1.0", -1), false, &bob);
-        assert_eq!(
-            admit(Some(&a1), None, &b0).unwrap(),
-            Admission::Accept {
-                update: UpdateType::NewPackage,
-                displaced: Some(alice.peer_id())
-            }
-        );
-        assert!(matches!(
-            admit(Some(&b0), None, &a1),
-            Err(RegistryError::NameOwned { .. })
-        ));
-        // The same version with other content is refused; newer metadata is an update;
-        // the same record again changes nothing.
-        let mut other = at("kit", "1.0.0", 0);
-        other.content_hash = Some("ab".repeat(32));
-        let changed = SignedPackage::sign(other, false, &alice);
-        assert!(matches!(
-            admit(Some(&a1), Some(&a1), &changed),
-            Err(RegistryError::VersionExists { .. })
-        ));
-        assert_eq!(
-            admit(Some(&a1), Some(&a1), &a1).unwrap(),
-            Admission::Unchanged
-        );
-        let mut newer = a1.package.clone();
-        newer.updated_at += ChronoDuration::minutes(5);
-        let deprecated = SignedPackage::sign(newer, true, &alice);
-        assert!(matches!(
-            admit(Some(&a1), Some(&a1), &deprecated),
-            Ok(Admission::Accept {
-                update: UpdateType::Deprecated,
-                ..
-            })
-        ));
     }
 }
