@@ -567,9 +567,10 @@ impl RegistryCore {
         name: &str,
         action: NameAction,
     ) -> Result<Ticket, RegistryError> {
-        let state = self.names.get(name).ok_or_else(|| {
-            RegistryError::InvalidStatement(format!("{name} is not known here"))
-        })?;
+        let state = self
+            .names
+            .get(name)
+            .ok_or_else(|| RegistryError::InvalidStatement(format!("{name} is not known here")))?;
         if state.owner != self.me {
             return Err(RegistryError::NameOwned {
                 name: name.into(),
@@ -675,7 +676,12 @@ impl RegistryCore {
     }
 
     /// A peer asks us something: the answer, from our state.
-    pub fn handle_request(&mut self, _now: Instant, _from: PeerId, req: SyncRequest) -> SyncResponse {
+    pub fn handle_request(
+        &mut self,
+        _now: Instant,
+        _from: PeerId,
+        req: SyncRequest,
+    ) -> SyncResponse {
         let answer = self.answer(req);
         self.stats.sync_bytes_out += encoded_len(&answer);
         answer
@@ -803,7 +809,8 @@ impl RegistryCore {
         // A lone node has nobody to ask: its polls end at once.
         self.maybe_finish_poll(now);
         let forget = self.config.ownership.peer_memory;
-        self.lost.retain(|_, t| now.saturating_duration_since(*t) < forget);
+        self.lost
+            .retain(|_, t| now.saturating_duration_since(*t) < forget);
     }
 
     // ----- queries -----
@@ -961,11 +968,17 @@ impl RegistryCore {
         let name = record.package.name.clone();
         let Some(state) = self.names.get_mut(&name) else {
             // A new name: this key is its claimant from now on (pending for the window).
-            self.names.insert(name.clone(), NameState::new(record.clone(), now));
+            self.names
+                .insert(name.clone(), NameState::new(record.clone(), now));
             self.schedule(&name, now + self.config.ownership.race_window);
             let mut batch = Batch::new();
             self.put_name(&name, &mut batch);
-            return Ok(Some(self.accept(record, UpdateType::NewPackage, batch, ticket)));
+            return Ok(Some(self.accept(
+                record,
+                UpdateType::NewPackage,
+                batch,
+                ticket,
+            )));
         };
         if !state.allows(&record) {
             if !state.settled && state.log.is_empty() && origin != Origin::Local {
@@ -1032,7 +1045,10 @@ impl RegistryCore {
     ) -> UpdateType {
         let id = record.package.id.clone();
         if let Some(h) = content_hash(&record) {
-            self.providers.entry(h).or_default().insert(record.publisher);
+            self.providers
+                .entry(h)
+                .or_default()
+                .insert(record.publisher);
         }
         if let Some(c) = self.catalogue.as_mut() {
             c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
@@ -1421,7 +1437,10 @@ impl RegistryCore {
             if !asked.contains(&a.name) {
                 continue;
             }
-            poll.votes.entry(a.name.clone()).or_default().insert(peer, owner);
+            poll.votes
+                .entry(a.name.clone())
+                .or_default()
+                .insert(peer, owner);
             if let Some(bytes) = a.claim {
                 evidence.push((a.name, owner, bytes));
             }
@@ -1799,7 +1818,10 @@ mod tests {
             net.settle();
             net.advance(Duration::from_secs(15));
             let owners: Vec<_> = (0..5).map(|i| net.owner(i, "race")).collect();
-            assert!(owners.iter().all(|o| o == &owners[0]), "seed {seed}: {owners:?}");
+            assert!(
+                owners.iter().all(|o| o == &owners[0]),
+                "seed {seed}: {owners:?}"
+            );
             assert!(owners[0].is_some_and(|(_, settled)| settled));
             let winner = owners[0].map(|(o, _)| o);
             for i in 0..5 {
@@ -1815,14 +1837,19 @@ mod tests {
         let mut p = Package::new("old".into(), "1.0.0".into());
         p.created_at = net.wall - chrono::Duration::hours(2);
         let (now, wall) = (net.now, net.wall);
-        let e = net.cores[0].handle_publish(now, wall, p, false).unwrap_err();
+        let e = net.cores[0]
+            .handle_publish(now, wall, p, false)
+            .unwrap_err();
         assert!(matches!(e, RegistryError::BackDated { .. }), "{e}");
         assert!(e.to_string().contains("stamps the publication time"));
         let mut p = Package::new("new".into(), "1.0.0".into());
         p.created_at = net.wall - chrono::Duration::seconds(30);
         net.cores[0].handle_publish(now, wall, p, false).unwrap();
         net.settle();
-        assert_eq!(net.cores[0].record("new@1.0.0").unwrap().package.created_at, wall);
+        assert_eq!(
+            net.cores[0].record("new@1.0.0").unwrap().package.created_at,
+            wall
+        );
     }
 
     #[test]
@@ -1870,7 +1897,11 @@ mod tests {
         net.settle();
         for i in 0..3 {
             let (now, wall) = (net.now, net.wall);
-            assert!(net.cores[i].handle_gossip(now, wall, bob, late.clone()).is_err());
+            assert!(
+                net.cores[i]
+                    .handle_gossip(now, wall, bob, late.clone())
+                    .is_err()
+            );
             // Back-dated to before the removal: still refused.
             let back = signed(bob_key, "tool", "1.3.0", wall - chrono::Duration::days(30));
             assert!(net.cores[i].handle_gossip(now, wall, bob, back).is_err());
@@ -1881,7 +1912,15 @@ mod tests {
         let carol = net.cores[2].local_peer_id();
         let (now, wall) = (net.now, net.wall);
         net.cores[0]
-            .handle_name_action(now, wall, "tool", NameAction::Transfer { to: carol, keep: Vec::new() })
+            .handle_name_action(
+                now,
+                wall,
+                "tool",
+                NameAction::Transfer {
+                    to: carol,
+                    keep: Vec::new(),
+                },
+            )
             .unwrap();
         net.settle();
         assert!(net.publish(0, "tool", "2.0.0").is_err());
@@ -1923,7 +1962,10 @@ mod tests {
         let (now, wall) = (net.now, net.wall);
         let replay = net.cores[1].handle_gossip(now, wall, first.publisher, (*first).clone());
         assert!(matches!(replay, Ok(None)));
-        assert_eq!(net.cores[1].record("doc@1.0.0").unwrap().fingerprint(), newer.fingerprint());
+        assert_eq!(
+            net.cores[1].record("doc@1.0.0").unwrap().fingerprint(),
+            newer.fingerprint()
+        );
     }
 
     #[test]
@@ -1931,7 +1973,12 @@ mod tests {
         let mut core = RegistryCore::new(Keypair::generate(), config());
         let (now, wall) = (Instant::now(), Utc::now());
         let t = core
-            .handle_publish(now, wall, Package::new("gone".into(), "1.0.0".into()), false)
+            .handle_publish(
+                now,
+                wall,
+                Package::new("gone".into(), "1.0.0".into()),
+                false,
+            )
             .unwrap();
         while core.poll_effect().is_some() {}
         core.handle_persisted(now, t, Err("disk full".into()));

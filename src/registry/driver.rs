@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 
 use super::core::{Effect, RegistryCore, Ticket};
 use super::error::{RegistryError, Result};
-use super::protocol::{Announcement, SyncProtocol, SyncRequest, SyncResponse, name_key, package_key};
+use super::protocol::{
+    Announcement, SyncProtocol, SyncRequest, SyncResponse, name_key, package_key,
+};
 use super::signed::{NameAction, NameStatement, SignedPackage};
 use super::types::{PackageUpdate, Query, SearchResult, UpdateType};
 use super::writer::StoreWriter;
@@ -87,7 +89,11 @@ pub(crate) enum Command {
     Answer(PeerId, SyncRequest, Reply<SyncResponse>),
     Gossip(PeerId, SignedPackage),
     Statement(NameStatement),
-    Response(PeerId, SyncRequest, std::result::Result<SyncResponse, String>),
+    Response(
+        PeerId,
+        SyncRequest,
+        std::result::Result<SyncResponse, String>,
+    ),
     Persisted(Ticket, std::result::Result<(), String>),
     /// Finish queued writes and stop.
     Shutdown(Reply<()>),
@@ -185,12 +191,14 @@ async fn run(
     let mut rng = StdRng::from_os_rng();
     let mut node_events = s.node.events();
     let mut waiting: HashMap<Ticket, Waiter> = HashMap::new();
+    // The announcer finishes its queue and ends once the driver (holding `announcer`) has.
+    let announcer = spawn_announcer(s.gossip.clone());
     for p in s.node.connected_peers() {
         core.handle_connected(now(), p);
     }
     loop {
         while let Some(e) = core.poll_effect() {
-            carry_out(&mut core, &s, &me, &mut waiting, e);
+            carry_out(&mut core, &s, &me, &announcer, &mut waiting, e);
         }
         let wake = core
             .poll_timeout()
@@ -202,7 +210,7 @@ async fn run(
                 if let Command::Shutdown(reply) = c {
                     // Queued writes finish; the facade joins the writer thread.
                     while let Some(e) = core.poll_effect() {
-                        carry_out(&mut core, &s, &me, &mut waiting, e);
+                        carry_out(&mut core, &s, &me, &announcer, &mut waiting, e);
                     }
                     let _ = reply.send(());
                     return;
@@ -244,7 +252,12 @@ enum Waiter {
     Statement(Reply<Result<()>>),
 }
 
-fn handle(core: &mut RegistryCore, s: &Services, waiting: &mut HashMap<Ticket, Waiter>, c: Command) {
+fn handle(
+    core: &mut RegistryCore,
+    s: &Services,
+    waiting: &mut HashMap<Ticket, Waiter>,
+    c: Command,
+) {
     match c {
         Command::Publish {
             package,
@@ -327,10 +340,29 @@ fn handle(core: &mut RegistryCore, s: &Services, waiting: &mut HashMap<Ticket, W
     let _ = s;
 }
 
+/// Announcements to publish, in the order the core made them.
+type Announcer = mpsc::UnboundedSender<(Vec<Topic>, Bytes)>;
+
+/// Publishes announcements one after another (a later version never overtakes an earlier
+/// one), off the driver task.
+fn spawn_announcer(gossip: Gossip) -> Announcer {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<Topic>, Bytes)>();
+    tokio::spawn(async move {
+        while let Some((topics, data)) = rx.recv().await {
+            for t in topics {
+                // No peers yet is not an error for a publish: sync delivers it later.
+                let _ = gossip.publish(t, data.clone()).await;
+            }
+        }
+    });
+    tx
+}
+
 fn carry_out(
     core: &mut RegistryCore,
     s: &Services,
     me: &CoreHandle,
+    announcer: &Announcer,
     waiting: &mut HashMap<Ticket, Waiter>,
     e: Effect,
 ) {
@@ -360,27 +392,21 @@ fn carry_out(
                 record: (*record).clone(),
             }
             .encode();
-            let topics = [
+            let topics = vec![
                 s.packages_topic.clone(),
                 s.gossipsub.topic(&record.package.category),
                 s.gossipsub.topic(&record.package.name),
             ];
-            let gossip = s.gossip.clone();
-            tokio::spawn(async move {
-                for t in topics {
-                    // No peers yet is not an error for a publish: sync delivers it later.
-                    let _ = gossip.publish(t, data.clone()).await;
-                }
-            });
+            let _ = announcer.send((topics, data));
         }
         Effect::AnnounceStatement(st) => {
             let data = Bytes::from(st.encode());
-            let (gossip, topic) = (s.gossip.clone(), s.names_topic.clone());
-            tokio::spawn(async move {
-                let _ = gossip.publish(topic, data).await;
-            });
+            let _ = announcer.send((vec![s.names_topic.clone()], data));
         }
-        Effect::PutRecord { record, name_key: with_name } => {
+        Effect::PutRecord {
+            record,
+            name_key: with_name,
+        } => {
             // In the background: a put waits for the closest peers, and one that went away
             // costs a request timeout. Offline or alone, the record spreads by sync later.
             let value = Bytes::from(record.encode());

@@ -53,7 +53,9 @@ pub enum RegistryError {
     InvalidStatement(String),
     /// A caller-supplied `created_at` is older than the allowed clock skew: the publishing
     /// node stamps the publication time itself and refuses back-dated packages.
-    #[error("{id} is dated {created_at}, more than {skew_secs} s before this node's clock; publish without setting created_at (the node stamps the publication time)")]
+    #[error(
+        "{id} is dated {created_at}, more than {skew_secs} s before this node's clock; publish without setting created_at (the node stamps the publication time)"
+    )]
     BackDated {
         /// `name@version`.
         id: String,

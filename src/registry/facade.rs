@@ -1106,7 +1106,10 @@ impl P2PRegistry {
             None => (package_id, None),
         };
         let local = match version {
-            Some(_) => core.ask(|r| Command::Record(package_id.to_string(), r)).await?,
+            Some(_) => {
+                core.ask(|r| Command::Record(package_id.to_string(), r))
+                    .await?
+            }
             None => core.ask(|r| Command::Latest(name.to_string(), r)).await?,
         };
         if let Some(r) = local {

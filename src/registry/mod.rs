@@ -9,8 +9,8 @@
 
 pub mod config;
 pub mod core;
-pub mod error;
 mod driver;
+pub mod error;
 pub mod facade;
 pub mod index;
 pub mod protocol;

@@ -313,7 +313,10 @@ impl NameStatement {
             return bad(format!("sequence {} out of 1..={MAX_NAME_LOG}", self.seq));
         }
         if self.issued_at > now + MAX_CLOCK_SKEW {
-            return bad(format!("statement {} of {} is dated in the future", self.seq, self.name));
+            return bad(format!(
+                "statement {} of {} is dated in the future",
+                self.seq, self.name
+            ));
         }
         let kept = match &self.action {
             NameAction::AddMaintainer(_) => 0,
