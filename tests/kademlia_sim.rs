@@ -170,7 +170,11 @@ fn same_seed_same_run() {
 fn forged_records_are_refused_and_never_returned() {
     struct Signed;
     impl ggen_p2p::kademlia::RecordValidator for Signed {
-        fn validate(&self, r: &ggen_p2p::kademlia::Record) -> Result<(), String> {
+        fn validate(
+            &self,
+            r: &ggen_p2p::kademlia::Record,
+            _now: std::time::SystemTime,
+        ) -> Result<(), String> {
             if r.value.starts_with(b"signed:") {
                 Ok(())
             } else {

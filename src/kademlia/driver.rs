@@ -119,6 +119,7 @@ impl Dht {
         let now = now();
         let local = node.local_peer_id();
         let mut core = Kademlia::new(local, config, now);
+        core.set_wall_clock(now, std::time::SystemTime::now());
         if let Some(v) = validator {
             core.set_validator(v);
         }
@@ -381,6 +382,8 @@ impl Driver {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
+                    // The wall clock may have been stepped since: follow it.
+                    self.core.set_wall_clock(now(), std::time::SystemTime::now());
                     self.core.handle_timeout(now(), &mut self.rng);
                 }
             }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rand::RngCore;
@@ -22,10 +22,11 @@ use crate::identity::PeerId;
 pub type QueryId = u64;
 
 /// Decides whether a record may be stored or returned (the registry rejects unsigned or
-/// forged records here).
+/// forged records here). It is given the wall-clock time (see
+/// [`Kademlia::set_wall_clock`]) and reads no clock of its own.
 pub trait RecordValidator: Send + Sync + 'static {
-    /// `Ok` to accept, `Err(reason)` to refuse.
-    fn validate(&self, record: &Record) -> Result<(), String>;
+    /// `Ok` to accept, `Err(reason)` to refuse; `now` is the wall-clock time.
+    fn validate(&self, record: &Record, now: SystemTime) -> Result<(), String>;
 }
 
 /// Something for the driver to do.
@@ -246,6 +247,8 @@ pub struct Kademlia {
     listen_addrs: Vec<Multiaddr>,
     bootstrap_peers: Vec<PeerRecord>,
     validator: Option<Arc<dyn RecordValidator>>,
+    /// A monotonic instant and the wall-clock time at it (see `set_wall_clock`).
+    wall_anchor: Option<(Instant, SystemTime)>,
     queries: HashMap<QueryId, Query>,
     requests: HashMap<u64, Outstanding>,
     actions: VecDeque<Action>,
@@ -299,6 +302,7 @@ impl Kademlia {
             listen_addrs: Vec::new(),
             bootstrap_peers: Vec::new(),
             validator: None,
+            wall_anchor: None,
             queries: HashMap::new(),
             requests: HashMap::new(),
             actions: VecDeque::new(),
@@ -354,7 +358,7 @@ impl Kademlia {
             return false;
         };
         if let Some(v) = &self.validator {
-            if v.validate(&record).is_err() {
+            if v.validate(&record, self.wall(now)).is_err() {
                 return false;
             }
         }
@@ -596,7 +600,7 @@ impl Kademlia {
         let quorum = quorum.unwrap_or(self.config.get_quorum).max(1);
         let mut found = Vec::new();
         if let Some(r) = self.records.get(now, &key) {
-            if self.valid(&r) {
+            if self.valid(now, &r) {
                 found.push(r);
             }
         }
@@ -700,12 +704,28 @@ impl Kademlia {
         }
     }
 
-    fn valid(&self, r: &Record) -> bool {
+    fn valid(&self, now: Instant, r: &Record) -> bool {
         r.value.len() <= self.config.max_record_size
             && self
                 .validator
                 .as_ref()
-                .is_none_or(|v| v.validate(r).is_ok())
+                .is_none_or(|v| v.validate(r, self.wall(now)).is_ok())
+    }
+
+    /// Sets the wall-clock time at `now`: validators are given the wall-clock time derived
+    /// from it (drivers set it when they start and at every timeout, the simulator from its
+    /// own clock). Until it is set, validators are given the Unix epoch.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        self.wall_anchor = Some((now, wall));
+    }
+
+    /// The wall-clock time at `now`.
+    fn wall(&self, now: Instant) -> SystemTime {
+        match self.wall_anchor {
+            Some((at, wall)) if now >= at => wall + (now - at),
+            Some((at, wall)) => wall.checked_sub(at - now).unwrap_or(UNIX_EPOCH),
+            None => UNIX_EPOCH,
+        }
     }
 
     // ---- driving queries --------------------------------------------------------------
@@ -1034,7 +1054,7 @@ impl Kademlia {
             }
             Request::PutValue { record } => {
                 if let Some(v) = &self.validator {
-                    if let Err(reason) = v.validate(&record) {
+                    if let Err(reason) = v.validate(&record, self.wall(now)) {
                         return Response::Error { reason };
                     }
                 }
@@ -1139,7 +1159,7 @@ impl Kademlia {
                         }
                         q.lookup.on_success(&peer, closer);
                         if let Some(r) = got {
-                            if self.valid(&r) {
+                            if self.valid(now, &r) {
                                 self.record_found(now, id, r, peer);
                             } else if let Some(Query {
                                 kind: Kind::GetRecord { without, .. },

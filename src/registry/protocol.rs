@@ -52,9 +52,10 @@ fn key(domain: &[u8], s: &str) -> Bytes {
 pub struct PackageRecordValidator;
 
 impl RecordValidator for PackageRecordValidator {
-    fn validate(&self, record: &Record) -> Result<(), String> {
+    fn validate(&self, record: &Record, now: std::time::SystemTime) -> Result<(), String> {
         let s = SignedPackage::decode(&record.value).map_err(|e| e.to_string())?;
-        s.verify(chrono::Utc::now()).map_err(|e| e.to_string())?;
+        s.verify(chrono::DateTime::<chrono::Utc>::from(now))
+            .map_err(|e| e.to_string())?;
         let k = &record.key[..];
         if k == &package_key(&s.package.id)[..] || k == &name_key(&s.package.name)[..] {
             Ok(())
@@ -197,17 +198,25 @@ mod tests {
             publisher: None,
             ttl_secs: 3600,
         };
+        let now = std::time::SystemTime::now();
         for key in [package_key("kit@1.0.0"), name_key("kit")] {
-            v.validate(&record(key, value.clone())).unwrap();
+            v.validate(&record(key, value.clone()), now).unwrap();
         }
         assert!(
-            v.validate(&record(name_key("other"), value.clone()))
+            v.validate(&record(name_key("other"), value.clone()), now)
                 .is_err()
+        );
+        // The validator judges dates by the time it is given, not by reading a clock.
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400);
+        assert!(
+            v.validate(&record(package_key("kit@1.0.0"), value.clone()), long_ago)
+                .unwrap_err()
+                .contains("future")
         );
         let mut forged = s.clone();
         forged.package.description = "changed".into();
         let r = record(package_key("kit@1.0.0"), Bytes::from(forged.encode()));
-        assert!(v.validate(&r).unwrap_err().contains("signature"));
+        assert!(v.validate(&r, now).unwrap_err().contains("signature"));
         let a = Announcement { record: s };
         assert_eq!(Announcement::decode(&a.encode()).unwrap(), a);
     }

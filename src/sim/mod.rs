@@ -26,6 +26,16 @@ use crate::kademlia::{
     Action, KadEvent, Kademlia, KademliaConfig, Key, Message, QueryId, QueryOutcome, QueryStats,
 };
 
+/// Seconds from the Unix epoch to the wall-clock time at the start of every simulation
+/// (2026-01-01T00:00:00Z): runs are reproducible, and record validators see dates that
+/// move with virtual time.
+pub const SIM_EPOCH_SECS: u64 = 1_767_225_600;
+
+/// [`SIM_EPOCH_SECS`] as a `SystemTime`.
+pub fn sim_epoch() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_SECS)
+}
+
 /// Simulation parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -171,6 +181,8 @@ impl Simulator {
         let peer = kp.peer_id();
         let now = self.instant();
         let mut kad = Kademlia::new(peer, self.config.kademlia.clone(), now);
+        // Simulated wall-clock time: a fixed date plus virtual time, the same every run.
+        kad.set_wall_clock(self.base, sim_epoch());
         kad.set_listen_addrs(vec![Self::addr(i)]);
         self.nodes.push(SimNode {
             kad,
