@@ -509,3 +509,68 @@ async fn replaying_an_older_re_signing_never_rolls_metadata_back() {
     }
     outsider.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_settled_names_and_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&[]);
+    c.registry.data_dir = Some(dir.path().to_path_buf());
+    let owner = P2PRegistryBuilder::new()
+        .with_config(c.clone())
+        .build()
+        .unwrap();
+    owner.start().await.unwrap();
+    owner
+        .publish(Package::new("kept-name".into(), "1.0.0".into()))
+        .await
+        .unwrap();
+    eventually("settled alone", || async {
+        settled_owner(&owner, "kept-name").await == Some(owner.local_peer_id())
+    })
+    .await;
+    let helper = Keypair::generate();
+    owner
+        .add_maintainer("kept-name", helper.peer_id())
+        .await
+        .unwrap();
+    owner.stop().await.unwrap();
+    // Started again: settled at once (no new race window), the maintainer still there.
+    owner.start().await.unwrap();
+    let o = owner.owner_of("kept-name").await.unwrap().unwrap();
+    assert!(o.settled);
+    assert_eq!(o.owner, owner.local_peer_id());
+    assert_eq!(o.maintainers, vec![helper.peer_id()]);
+    // A rival that reaches it right after the restart is refused outright.
+    let peer = node(&[&owner]).await;
+    eventually("the peer holds the name", || async {
+        peer.get("kept-name@1.0.0").await.ok().flatten().is_some()
+    })
+    .await;
+    let outsider = Outsider::join(&owner).await;
+    let old = chrono::Utc::now() - chrono::Duration::days(400);
+    outsider
+        .announce(SignedPackage::sign(
+            dated("kept-name", "0.0.1", old),
+            false,
+            &Keypair::generate(),
+        ))
+        .await;
+    // The maintainer's version is admitted on both nodes.
+    outsider
+        .announce(SignedPackage::sign(
+            Package::new("kept-name".into(), "1.1.0".into()),
+            false,
+            &helper,
+        ))
+        .await;
+    for n in [&owner, &peer] {
+        eventually("the maintainer's version arrives", || async {
+            n.get("kept-name@1.1.0").await.ok().flatten().is_some()
+        })
+        .await;
+        assert_eq!(n.get("kept-name@0.0.1").await.unwrap(), None);
+    }
+    peer.stop().await.unwrap();
+    owner.stop().await.unwrap();
+    outsider.node.shutdown().await;
+}
