@@ -719,7 +719,7 @@ impl RegistryCore {
                     .filter(|(id, f)| {
                         self.records
                             .get(id)
-                            .is_none_or(|mine| mine.fingerprint() != *f)
+                            .is_none_or(|mine| self.fingerprint_of(id, mine) != *f)
                     })
                     .map(|(id, _)| id)
                     .collect();
@@ -1016,9 +1016,8 @@ impl RegistryCore {
                 {
                     return Err(RegistryError::VersionExists { id: id.clone() });
                 }
-                if record.package.updated_at <= old.package.updated_at
-                    || record.fingerprint() == old.fingerprint()
-                {
+                // An identical record has the same `updated_at` (it is signed).
+                if record.package.updated_at <= old.package.updated_at {
                     return Ok(None);
                 }
                 // A re-signing by a retired key (even of a kept version) changes nothing.
@@ -1128,6 +1127,15 @@ impl RegistryCore {
                 batch.remove_owner(name);
             }
         }
+    }
+
+    /// A held record's fingerprint: the catalogue keeps it (no re-encoding and hashing);
+    /// a light node computes it.
+    fn fingerprint_of(&self, id: &str, record: &SignedPackage) -> [u8; 32] {
+        self.catalogue
+            .as_ref()
+            .and_then(|c| c.fingerprint(id))
+            .unwrap_or_else(|| record.fingerprint())
     }
 
     fn put_name(&self, name: &str, batch: &mut Batch) {
@@ -1288,7 +1296,7 @@ impl RegistryCore {
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|id| {
-                        let f = self.records.get(&id)?.fingerprint();
+                        let f = self.fingerprint_of(&id, self.records.get(&id)?);
                         Some((id, f))
                     })
                     .take(MAX_BUCKET_IDS)
