@@ -337,6 +337,8 @@ pub struct RegistryCore {
     records: HashMap<String, Arc<SignedPackage>>,
     names: HashMap<String, NameState>,
     catalogue: Option<Catalogue>,
+    /// Anti-entropy digests of the catalogue, one per bucket (see `toggle_digest`).
+    digests: Vec<[u8; 32]>,
     providers: HashMap<ContentHash, HashSet<PeerId>>,
     /// Connected peers, with whether a sync round with them completed.
     connected: HashMap<PeerId, bool>,
@@ -376,6 +378,7 @@ impl RegistryCore {
         let me = keypair.peer_id();
         RegistryCore {
             catalogue: config.full.then(Catalogue::new),
+            digests: vec![EMPTY_BUCKET; usize::from(SYNC_BUCKETS)],
             keypair,
             me,
             config,
@@ -699,7 +702,7 @@ impl RegistryCore {
         match response {
             SyncResponse::Digests(theirs) => {
                 let ours = self.bucket_digests();
-                let empty = Catalogue::empty_bucket_digest();
+                let empty = EMPTY_BUCKET;
                 let differing: VecDeque<u16> = theirs
                     .iter()
                     .enumerate()
@@ -1050,7 +1053,12 @@ impl RegistryCore {
                 .insert(record.publisher);
         }
         if let Some(c) = self.catalogue.as_mut() {
-            c.insert_with_fingerprint(record.package.clone(), record.fingerprint());
+            let fp = record.fingerprint();
+            if let Some(old) = c.fingerprint(&id) {
+                toggle_digest(&mut self.digests, &id, &old);
+            }
+            toggle_digest(&mut self.digests, &id, &fp);
+            c.insert_with_fingerprint(record.package.clone(), fp);
         }
         batch.put_record(&id, &record.encode());
         if record.publisher == self.me {
@@ -1081,6 +1089,9 @@ impl RegistryCore {
         for id in ids {
             if let Some(r) = self.records.remove(id) {
                 if let Some(c) = self.catalogue.as_mut() {
+                    if let Some(old) = c.fingerprint(id) {
+                        toggle_digest(&mut self.digests, id, &old);
+                    }
                     c.remove(id);
                 }
                 if let Some(h) = content_hash(&r) {
@@ -1241,11 +1252,10 @@ impl RegistryCore {
 
     // ----- anti-entropy -----
 
+    /// The per-bucket digests (kept up to date on every change; all empty on a light
+    /// node, which has nothing to offer a sync).
     fn bucket_digests(&self) -> Vec<[u8; 32]> {
-        self.catalogue
-            .as_ref()
-            .map(|c| c.bucket_digests(SYNC_BUCKETS))
-            .unwrap_or_else(|| vec![Catalogue::empty_bucket_digest(); usize::from(SYNC_BUCKETS)])
+        self.digests.clone()
     }
 
     fn start_round(&mut self, peer: PeerId) {
@@ -1605,6 +1615,15 @@ impl RegistryCore {
             }
         }
         if let Some(c) = &self.catalogue {
+            let mut expect = vec![EMPTY_BUCKET; usize::from(SYNC_BUCKETS)];
+            for id in self.records.keys() {
+                if let Some(fp) = c.fingerprint(id) {
+                    toggle_digest(&mut expect, id, &fp);
+                }
+            }
+            if expect != self.digests {
+                return Err("bucket digests do not match the catalogue".into());
+            }
             if c.len() != self.records.len() {
                 return Err(format!(
                     "catalogue holds {} versions, records {}",
@@ -1614,6 +1633,28 @@ impl RegistryCore {
             }
         }
         Ok(())
+    }
+}
+
+/// The digest of a bucket that holds nothing: a peer reporting it has nothing there for us.
+pub const EMPTY_BUCKET: [u8; 32] = [0; 32];
+
+/// Adds or removes one record's share of its bucket's digest. A bucket's digest is the XOR
+/// of SHA-256(id length, id, fingerprint) over its records: the same set of records gives
+/// the same digest in any order, and one change costs one hash, not a pass over the
+/// catalogue.
+fn toggle_digest(digests: &mut [[u8; 32]], id: &str, fingerprint: &[u8; 32]) {
+    let b = usize::from(Catalogue::bucket_of(id, SYNC_BUCKETS));
+    let Some(d) = digests.get_mut(b) else {
+        return;
+    };
+    let mut h = Sha256::new();
+    h.update((id.len() as u32).to_be_bytes());
+    h.update(id.as_bytes());
+    h.update(fingerprint);
+    let share: [u8; 32] = h.finalize().into();
+    for (x, y) in d.iter_mut().zip(share) {
+        *x ^= y;
     }
 }
 

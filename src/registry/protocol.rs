@@ -130,7 +130,8 @@ pub struct LogHead {
 /// Anti-entropy answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncResponse {
-    /// [`SYNC_BUCKETS`] digests.
+    /// [`SYNC_BUCKETS`] digests: per bucket, the XOR of SHA-256(id length, id,
+    /// fingerprint) over its records (all zero: nothing there).
     Digests(Vec<[u8; 32]>),
     /// A bucket's ids and record fingerprints (at most [`MAX_BUCKET_IDS`]).
     Bucket(Vec<(String, [u8; 32])>),
