@@ -342,3 +342,42 @@ async fn subscribers_get_update_events_and_a_light_node_searches_through_full_pe
         r.stop().await.unwrap();
     }
 }
+
+/// `stop()` ends everything `start()` started: the tasks alive on the runtime come back to
+/// what they were before, after publishes, syncs, polls and content were all in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_every_task_that_start_started() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let hub = started(config("/ip4/127.0.0.1/tcp/0", None)).await;
+    let mut c = config("/ip4/127.0.0.1/tcp/0", Some((&hub, "/tcp/")));
+    c.registry.replicate_content = true;
+    let seeder = started(c).await;
+    eventually("connected", || async {
+        (seeder.stats().await.connected_peers > 0).then_some(())
+    })
+    .await;
+    hub.subscribe("web").await.unwrap();
+    hub.publish_with_content(
+        Package::new("tasks".into(), "1.0.0".into()),
+        vec![3u8; 5000],
+    )
+    .await
+    .unwrap();
+    eventually("replicated", || async {
+        seeder.fetch_content("tasks@1.0.0").await.ok().map(|_| ())
+    })
+    .await;
+    assert!(metrics.num_alive_tasks() > before);
+    seeder.stop().await.unwrap();
+    hub.stop().await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} tasks still alive after stop (before start: {before})",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -104,6 +104,12 @@ impl NodeHandle {
         !self.cmd.is_closed()
     }
 
+    /// Resolves once the node has stopped (its event loop ended): protocol drivers that
+    /// keep a handle of their own use it to end with the node.
+    pub async fn stopped(&self) {
+        self.cmd.closed().await;
+    }
+
     /// Dials `addr` and waits until the peer is connected (or the dial fails). A trailing
     /// `/p2p/<PeerId>` pins the identity; a connection that already exists is reused.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {

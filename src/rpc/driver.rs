@@ -342,6 +342,11 @@ impl Driver {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep_until(far);
         let mut timer = std::pin::pin!(timer);
+        // The driver keeps a command sender of its own (for its handler tasks), so the
+        // channel never closes by itself: it ends with the node.
+        let node = self.node.clone();
+        let stopped = node.stopped();
+        let mut stopped = std::pin::pin!(stopped);
         loop {
             let next = self
                 .core
@@ -375,6 +380,7 @@ impl Driver {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = timer.as_mut() => self.core.handle_timeout(Instant::now()),
+                _ = stopped.as_mut() => break,
             }
             self.drain();
         }
