@@ -1455,10 +1455,22 @@ impl RegistryCore {
                 continue;
             }
             if let Some(state) = self.names.get_mut(&name) {
-                if state.claimant != owner
-                    && !state.rivals.iter().any(|r| r.publisher == owner)
-                    && state.rivals.len() <= self.config.ownership.poll_peers
-                {
+                if state.claimant == owner || state.rivals.iter().any(|r| r.publisher == owner) {
+                    continue;
+                }
+                // A flood of rival keys must not crowd out the claim the peers hold: when
+                // the list is full, a rival no peer has voted for in this poll makes room.
+                if state.rivals.len() > self.config.ownership.poll_peers {
+                    let voted = self.poll.as_ref().and_then(|p| p.votes.get(&name));
+                    let unvoted = state
+                        .rivals
+                        .iter()
+                        .position(|r| voted.is_none_or(|v| !v.values().any(|o| *o == r.publisher)));
+                    if let Some(k) = unvoted {
+                        state.rivals.remove(k);
+                    }
+                }
+                if state.rivals.len() <= self.config.ownership.poll_peers {
                     state.rivals.push(Arc::new(claim));
                 }
             }
@@ -1828,6 +1840,36 @@ mod tests {
                 let r = net.cores[i].record("race@1.0.0").unwrap();
                 assert_eq!(Some(r.publisher), winner);
             }
+        }
+    }
+
+    #[test]
+    fn a_flood_of_sybil_rivals_does_not_crowd_out_the_claim_the_peers_hold() {
+        let mut net = Net::new(5);
+        net.hold = true;
+        net.publish(0, "flood", "1.0.0").unwrap();
+        let alice = net.cores[0].local_peer_id();
+        let held = std::mem::take(&mut net.held);
+        net.hold = false;
+        // Node 4 sees a dozen sybil claims of the name first, filling its list of rivals,
+        // and only then the honest claim; the others see the honest claim alone.
+        let old = net.wall - chrono::Duration::days(365);
+        for _ in 0..12 {
+            let sybil = Keypair::generate();
+            let forged = signed(&sybil, "flood", "1.0.0", old);
+            let (now, wall) = (net.now, net.wall);
+            let _ = net.cores[4].handle_gossip(now, wall, sybil.peer_id(), forged);
+        }
+        for (j, r) in held {
+            let (now, wall) = (net.now, net.wall);
+            let _ = net.cores[j].handle_gossip(now, wall, alice, (*r).clone());
+        }
+        net.settle();
+        net.advance(Duration::from_secs(15));
+        for i in 0..5 {
+            assert_eq!(net.owner(i, "flood"), Some((alice, true)), "node {i}");
+            let r = net.cores[i].record("flood@1.0.0").unwrap();
+            assert_eq!(r.publisher, alice, "node {i}");
         }
     }
 
