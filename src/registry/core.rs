@@ -29,6 +29,16 @@
 //!   SHA-256(name, key). The node switches to the winner if it must, and the claim is
 //!   **settled** once the window has passed and a poll found such a majority. Arrival
 //!   order decides races, so a record's own dates win nothing.
+//! - A node **cut off** from most of the peers it knows (more peers lost within
+//!   `peer_memory` than connected) settles nothing and abstains in polls: it answers with
+//!   no names, which counts against every claimant, like an unreachable peer. So the
+//!   minority side of a split neither settles its own claims nor vouches for them to a
+//!   neighbour that happens to reach more of that side than it lost, and takes the
+//!   majority's claims once the split heals.
+//! - Nor does a node settle a claim while a peer it polled reports another claimant
+//!   settled: that peer never gives its claim up, so settling ours would split the name
+//!   for sure (a node that was apart catches up instead). A lying peer can delay a node's
+//!   settling this way, never make it settle the liar's claim.
 //! - A settled claim is never given up: any record of another key is refused, whatever its
 //!   dates, and nothing from another key ever drops the owner's versions.
 //! - The owner adds and removes maintainers and transfers the name by signed
@@ -301,8 +311,8 @@ struct Poll {
     waiting: HashSet<PeerId>,
     /// Sampled peers that were not connected: they count against every claimant.
     unreachable: usize,
-    /// Per name: voter → the claimant it holds.
-    votes: HashMap<String, HashMap<PeerId, PeerId>>,
+    /// Per name: voter → the claimant it holds, and whether it settled it.
+    votes: HashMap<String, HashMap<PeerId, (PeerId, bool)>>,
     deadline: Instant,
 }
 
@@ -1300,6 +1310,8 @@ impl RegistryCore {
                     .filter_map(|id| Some(self.records.get(id)?.encode()))
                     .collect(),
             ),
+            // Cut off from most of our peers: we abstain (see the module docs).
+            SyncRequest::Owners(_) if self.cut_off() => SyncResponse::Owners(Vec::new()),
             SyncRequest::Owners(names) => SyncResponse::Owners(
                 names
                     .into_iter()
@@ -1430,6 +1442,10 @@ impl RegistryCore {
         if !poll.waiting.remove(&peer) {
             return;
         }
+        if answers.is_empty() {
+            // The peer abstains (it is cut off from most of its peers): against everyone.
+            poll.unreachable += 1;
+        }
         let asked: HashSet<&String> = poll.names.iter().collect();
         let mut evidence = Vec::new();
         for a in answers.into_iter().take(MAX_POLL_NAMES) {
@@ -1440,7 +1456,7 @@ impl RegistryCore {
             poll.votes
                 .entry(a.name.clone())
                 .or_default()
-                .insert(peer, owner);
+                .insert(peer, (owner, a.settled));
             if let Some(bytes) = a.claim {
                 evidence.push((a.name, owner, bytes));
             }
@@ -1462,10 +1478,9 @@ impl RegistryCore {
                 // the list is full, a rival no peer has voted for in this poll makes room.
                 if state.rivals.len() > self.config.ownership.poll_peers {
                     let voted = self.poll.as_ref().and_then(|p| p.votes.get(&name));
-                    let unvoted = state
-                        .rivals
-                        .iter()
-                        .position(|r| voted.is_none_or(|v| !v.values().any(|o| *o == r.publisher)));
+                    let unvoted = state.rivals.iter().position(|r| {
+                        voted.is_none_or(|v| !v.values().any(|(o, _)| *o == r.publisher))
+                    });
                     if let Some(k) = unvoted {
                         state.rivals.remove(k);
                     }
@@ -1476,6 +1491,12 @@ impl RegistryCore {
             }
         }
         self.maybe_finish_poll(now);
+    }
+
+    /// Whether more of the peers we know were lost (within `peer_memory`) than are
+    /// connected: then we settle nothing and abstain in polls.
+    fn cut_off(&self) -> bool {
+        self.lost.len() > self.connected.len()
     }
 
     fn maybe_finish_poll(&mut self, now: Instant) {
@@ -1491,6 +1512,7 @@ impl RegistryCore {
             return;
         };
         self.stats.polls += 1;
+        let cut_off = self.cut_off();
         let window = self.config.ownership.race_window;
         let interval = self.config.ownership.poll_interval;
         for name in &poll.names {
@@ -1505,7 +1527,7 @@ impl RegistryCore {
             *counts.entry(claimant).or_default() += 1;
             let mut voters = 1 + poll.unreachable;
             if let Some(v) = poll.votes.get(name) {
-                for owner in v.values() {
+                for (owner, _) in v.values() {
                     *counts.entry(*owner).or_default() += 1;
                     voters += 1;
                 }
@@ -1529,7 +1551,14 @@ impl RegistryCore {
             let Some(state) = self.names.get_mut(name) else {
                 continue;
             };
-            if window_over && majority_for == Some(state.claimant) {
+            // A peer that settled another claimant never gives it up: settling ours would
+            // split the name for sure.
+            let settled_elsewhere = poll.votes.get(name).is_some_and(|v| {
+                v.values()
+                    .any(|(owner, settled)| *settled && *owner != state.claimant)
+            });
+            if window_over && majority_for == Some(state.claimant) && !cut_off && !settled_elsewhere
+            {
                 state.settled = true;
                 state.rivals.clear();
                 self.unschedule(name);
@@ -1645,6 +1674,11 @@ mod tests {
         /// Announcements not yet delivered, per destination (to control arrival order).
         hold: bool,
         held: Vec<(usize, Arc<SignedPackage>)>,
+        /// Links up (smaller index first); announcements reach every core linked to the
+        /// announcer, directly or not.
+        links: HashSet<(usize, usize)>,
+        /// Links taken down by [`Net::cut`].
+        cut_links: Vec<(usize, usize)>,
     }
 
     fn config() -> CoreConfig {
@@ -1658,9 +1692,20 @@ mod tests {
 
     impl Net {
         fn new(n: usize) -> Net {
+            let mut edges = Vec::new();
+            for a in 0..n {
+                for b in a + 1..n {
+                    edges.push((a, b));
+                }
+            }
+            Net::graph(n, &edges, config())
+        }
+
+        /// `n` cores linked by `edges` only.
+        fn graph(n: usize, edges: &[(usize, usize)], config: CoreConfig) -> Net {
             let mut rng = StdRng::seed_from_u64(7);
             let cores: Vec<RegistryCore> = (0..n)
-                .map(|_| RegistryCore::new(Keypair::generate_with(&mut rng), config()))
+                .map(|_| RegistryCore::new(Keypair::generate_with(&mut rng), config.clone()))
                 .collect();
             let mut net = Net {
                 cores,
@@ -1669,17 +1714,73 @@ mod tests {
                 rng,
                 hold: false,
                 held: Vec::new(),
+                links: HashSet::new(),
+                cut_links: Vec::new(),
             };
-            for a in 0..n {
-                for b in 0..n {
-                    if a != b {
-                        let p = net.cores[b].local_peer_id();
-                        net.cores[a].handle_connected(net.now, p);
-                    }
-                }
+            for &(a, b) in edges {
+                net.join(a, b);
             }
             net.settle();
             net
+        }
+
+        fn join(&mut self, a: usize, b: usize) {
+            if self.links.insert((a.min(b), a.max(b))) {
+                let (pa, pb) = (self.cores[a].local_peer_id(), self.cores[b].local_peer_id());
+                self.cores[a].handle_connected(self.now, pb);
+                self.cores[b].handle_connected(self.now, pa);
+            }
+        }
+
+        /// Takes down every link between `side` and the other cores.
+        fn cut(&mut self, side: &[usize]) {
+            let gone: Vec<(usize, usize)> = self
+                .links
+                .iter()
+                .copied()
+                .filter(|(a, b)| side.contains(a) != side.contains(b))
+                .collect();
+            for (a, b) in gone {
+                self.links.remove(&(a, b));
+                let (pa, pb) = (self.cores[a].local_peer_id(), self.cores[b].local_peer_id());
+                self.cores[a].handle_disconnected(self.now, pb);
+                self.cores[b].handle_disconnected(self.now, pa);
+                self.cut_links.push((a, b));
+            }
+            self.settle();
+        }
+
+        /// Brings the links [`Net::cut`] took down back up.
+        fn heal(&mut self) {
+            for (a, b) in std::mem::take(&mut self.cut_links) {
+                self.join(a, b);
+            }
+            self.settle();
+        }
+
+        /// The cores `i` is linked to, directly or not (itself excluded).
+        fn reach(&self, i: usize) -> Vec<usize> {
+            let mut seen = vec![false; self.cores.len()];
+            seen[i] = true;
+            let mut todo = vec![i];
+            while let Some(x) = todo.pop() {
+                for &(a, b) in &self.links {
+                    let y = if a == x {
+                        b
+                    } else if b == x {
+                        a
+                    } else {
+                        continue;
+                    };
+                    if !seen[y] {
+                        seen[y] = true;
+                        todo.push(y);
+                    }
+                }
+            }
+            (0..self.cores.len())
+                .filter(|&j| j != i && seen[j])
+                .collect()
         }
 
         fn index(&self, p: PeerId) -> usize {
@@ -1715,22 +1816,18 @@ mod tests {
                     ticket: Some(t), ..
                 } => self.cores[i].handle_persisted(now, t, Ok(())),
                 Effect::Announce(r) => {
-                    for j in 0..self.cores.len() {
-                        if j != i {
-                            if self.hold {
-                                self.held.push((j, r.clone()));
-                            } else {
-                                let from = self.cores[i].local_peer_id();
-                                let _ = self.cores[j].handle_gossip(now, wall, from, (*r).clone());
-                            }
+                    for j in self.reach(i) {
+                        if self.hold {
+                            self.held.push((j, r.clone()));
+                        } else {
+                            let from = self.cores[i].local_peer_id();
+                            let _ = self.cores[j].handle_gossip(now, wall, from, (*r).clone());
                         }
                     }
                 }
                 Effect::AnnounceStatement(s) => {
-                    for j in 0..self.cores.len() {
-                        if j != i {
-                            let _ = self.cores[j].handle_statement(now, wall, (*s).clone());
-                        }
+                    for j in self.reach(i) {
+                        let _ = self.cores[j].handle_statement(now, wall, (*s).clone());
                     }
                 }
                 Effect::Request { peer, request } => {
@@ -1870,6 +1967,80 @@ mod tests {
             assert_eq!(net.owner(i, "flood"), Some((alice, true)), "node {i}");
             let r = net.cores[i].record("flood@1.0.0").unwrap();
             assert_eq!(r.publisher, alice, "node {i}");
+        }
+    }
+
+    /// Splits off `minority`; cores `a` (in it) and `b` (outside) claim the same new name
+    /// while the sides are apart; checks that no minority core settles, long after the
+    /// race window.
+    fn split_race(net: &mut Net, minority: &[usize], a: usize, b: usize) {
+        net.cut(minority);
+        net.publish(a, "split", "1.0.0").unwrap();
+        net.publish(b, "split", "1.0.0").unwrap();
+        net.advance(Duration::from_secs(600));
+        for &i in minority {
+            let (_, settled) = net.owner(i, "split").unwrap();
+            assert!(
+                !settled,
+                "node {i}, on the minority side, settled during the split"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_cut_off_from_most_of_its_peers_does_not_settle_on_a_lucky_sample() {
+        // Ten cores, fully linked; three of them split off. Each of the three still reaches
+        // two peers and has lost seven: polls of two peers sometimes sample only the two
+        // it reaches, which hold its claim.
+        let config = CoreConfig {
+            ownership: OwnershipConfig {
+                poll_peers: 2,
+                ..OwnershipConfig::default()
+            },
+            ..config()
+        };
+        let mut edges = Vec::new();
+        for a in 0..10 {
+            for b in a + 1..10 {
+                edges.push((a, b));
+            }
+        }
+        let mut net = Net::graph(10, &edges, config);
+        split_race(&mut net, &[0, 1, 2], 0, 5);
+    }
+
+    #[test]
+    fn a_node_whose_reachable_peers_are_cut_off_does_not_settle_on_their_word() {
+        // Minority 0..4, majority 4..12 (each side fully linked inside). Node 0 keeps more
+        // peers (1, 2, 3) than it loses (4, 5), but each of 1, 2, 3 loses five of its
+        // eight: their word is that of nodes cut off from most of their peers.
+        let mut edges = Vec::new();
+        for (lo, hi) in [(0, 4), (4, 12)] {
+            for a in lo..hi {
+                for b in a + 1..hi {
+                    edges.push((a, b));
+                }
+            }
+        }
+        edges.extend([(0, 4), (0, 5)]);
+        for a in 1..4 {
+            for k in 0..5 {
+                edges.push((a, 4 + (2 * a + k) % 8));
+            }
+        }
+        let mut net = Net::graph(12, &edges, config());
+        split_race(&mut net, &[0, 1, 2, 3], 1, 8);
+        // Healed, the minority takes the claim the majority settled, though node 0's
+        // first poll may sample more of its own side: settled peers hold it back.
+        net.heal();
+        net.advance(Duration::from_secs(30));
+        let winner = net.cores[8].local_peer_id();
+        for i in 0..12 {
+            assert_eq!(net.owner(i, "split"), Some((winner, true)), "node {i}");
+            assert_eq!(
+                net.cores[i].record("split@1.0.0").unwrap().publisher,
+                winner
+            );
         }
     }
 
