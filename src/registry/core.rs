@@ -30,11 +30,12 @@
 //!   **settled** once the window has passed and a poll found such a majority. Arrival
 //!   order decides races, so a record's own dates win nothing.
 //! - A node **cut off** from most of the peers it knows (more peers lost within
-//!   `peer_memory` than connected) settles nothing and abstains in polls: it answers with
-//!   no names, which counts against every claimant, like an unreachable peer. So the
-//!   minority side of a split neither settles its own claims nor vouches for them to a
-//!   neighbour that happens to reach more of that side than it lost, and takes the
-//!   majority's claims once the split heals.
+//!   `peer_memory` than connected) settles nothing, not even on a poll it began while cut
+//!   off and that ends after it reconnected, and abstains in polls: it answers with no
+//!   names, which counts against every claimant, like an unreachable peer. So the minority
+//!   side of a split neither settles its own claims nor vouches for them to a neighbour
+//!   that happens to reach more of that side than it lost, and takes the majority's claims
+//!   once the split heals.
 //! - Nor does a node settle a claim while a peer it polled reports another claimant
 //!   settled: that peer never gives its claim up, so settling ours would split the name
 //!   for sure (a node that was apart catches up instead). A lying peer can delay a node's
@@ -311,6 +312,9 @@ struct Poll {
     waiting: HashSet<PeerId>,
     /// Sampled peers that were not connected: they count against every claimant.
     unreachable: usize,
+    /// This node was cut off from most of its peers when the poll began: the sample is
+    /// skewed towards the peers it still reached, so the poll settles nothing.
+    cut_off: bool,
     /// Per name: voter → the claimant it holds, and whether it settled it.
     votes: HashMap<String, HashMap<PeerId, (PeerId, bool)>>,
     deadline: Instant,
@@ -1424,6 +1428,7 @@ impl RegistryCore {
             names,
             waiting,
             unreachable,
+            cut_off: self.cut_off(),
             votes: HashMap::new(),
             deadline: now + POLL_ANSWER_TIMEOUT,
         });
@@ -1512,7 +1517,7 @@ impl RegistryCore {
             return;
         };
         self.stats.polls += 1;
-        let cut_off = self.cut_off();
+        let cut_off = poll.cut_off || self.cut_off();
         let window = self.config.ownership.race_window;
         let interval = self.config.ownership.poll_interval;
         for name in &poll.names {
@@ -2042,6 +2047,68 @@ mod tests {
                 winner
             );
         }
+    }
+
+    #[test]
+    fn a_poll_begun_while_cut_off_settles_nothing_when_it_ends_after_the_heal() {
+        // A core that reaches 3 of its 7 peers, polling 3 at a time: a poll that samples
+        // two or three of the peers it reaches finds a majority for its claim. If the split
+        // heals while that poll is out, the poll must still settle nothing.
+        let config = CoreConfig {
+            ownership: OwnershipConfig {
+                poll_peers: 3,
+                ..OwnershipConfig::default()
+            },
+            ..config()
+        };
+        let mut core = RegistryCore::new(Keypair::generate(), config);
+        let peers: Vec<PeerId> = (0..7).map(|_| Keypair::generate().peer_id()).collect();
+        let (mut now, wall) = (Instant::now(), Utc::now());
+        for p in &peers {
+            core.handle_connected(now, *p);
+        }
+        for p in &peers[3..] {
+            core.handle_disconnected(now, *p);
+        }
+        let bob = Keypair::generate();
+        let claim = signed(&bob, "late", "1.0.0", wall);
+        core.handle_gossip(now, wall, peers[0], claim).unwrap();
+        let answer = SyncResponse::Owners(vec![OwnerAnswer {
+            name: "late".into(),
+            owner: Some(bob.peer_id()),
+            settled: false,
+            claim: None,
+        }]);
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..200 {
+            now += Duration::from_secs(1);
+            core.handle_timeout(now, &mut rng);
+            let mut asked = Vec::new();
+            while let Some(e) = core.poll_effect() {
+                if let Effect::Request {
+                    peer,
+                    request: SyncRequest::Owners(_),
+                } = e
+                {
+                    asked.push(peer);
+                }
+            }
+            let lucky = asked.len() >= 2;
+            if lucky {
+                for p in &peers[3..] {
+                    core.handle_connected(now, *p);
+                }
+            }
+            for p in asked {
+                core.handle_response(now, wall, p, answer.clone());
+            }
+            let (_, settled, _) = core.owner_of("late").unwrap();
+            assert!(!settled, "settled on a poll begun while cut off");
+            if lucky {
+                return;
+            }
+        }
+        panic!("no poll sampled two reachable peers");
     }
 
     #[test]
