@@ -930,6 +930,7 @@ impl RegistryCore {
         let name = claim.package.name.clone();
         let mut state = NameState::new(Arc::new(claim), now);
         state.settled = stored.settled;
+        self.unschedule(&name);
         self.names.insert(name.clone(), state);
         if !stored.settled {
             self.schedule(&name, now + self.config.ownership.race_window);
@@ -1138,6 +1139,7 @@ impl RegistryCore {
                 .get(name)
                 .is_some_and(|n| n.versions.is_empty() && n.log.is_empty())
             {
+                self.unschedule(name);
                 self.names.remove(name);
                 batch.remove_owner(name);
             }
@@ -1600,6 +1602,8 @@ impl RegistryCore {
         let old: Vec<String> = state.versions.clone();
         let first_seen = state.first_seen;
         self.stats.switched += 1;
+        // The fresh state starts unscheduled: so must the queue.
+        self.unschedule(name);
         let mut batch = Batch::new();
         self.drop_records(&old, &mut batch);
         let mut fresh = NameState::new(claim.clone(), first_seen);
@@ -1640,6 +1644,13 @@ impl RegistryCore {
                 if !self.records.contains_key(v) {
                     return Err(format!("{name} lists {v}, which is not held"));
                 }
+            }
+        }
+        for (t, name) in &self.poll_queue {
+            if self.names.get(name).and_then(|n| n.poll_at) != Some(*t) {
+                return Err(format!(
+                    "{name} is queued for a poll it is not scheduled for"
+                ));
             }
         }
         if let Some(c) = &self.catalogue {
@@ -2109,6 +2120,74 @@ mod tests {
             }
         }
         panic!("no poll sampled two reachable peers");
+    }
+
+    #[test]
+    fn a_switch_while_a_rival_waits_for_its_poll_leaves_no_poll_behind() {
+        let mut core = RegistryCore::new(Keypair::generate(), config());
+        let peers: Vec<PeerId> = (0..4).map(|_| Keypair::generate().peer_id()).collect();
+        let (mut now, wall) = (Instant::now(), Utc::now());
+        for p in &peers {
+            core.handle_connected(now, *p);
+        }
+        let (alice, bob) = (Keypair::generate(), Keypair::generate());
+        let first = signed(&alice, "swap", "1.0.0", wall);
+        core.handle_gossip(now, wall, peers[0], first).unwrap();
+        let owners = |core: &mut RegistryCore| {
+            let mut asked = Vec::new();
+            while let Some(e) = core.poll_effect() {
+                if let Effect::Request {
+                    peer,
+                    request: SyncRequest::Owners(_),
+                } = e
+                {
+                    asked.push(peer);
+                }
+            }
+            asked
+        };
+        owners(&mut core);
+        // The window ends: a poll goes out. Bob's rival claim arrives while it is out (so
+        // the name is scheduled again), and every peer answers for Bob: we switch.
+        now += Duration::from_secs(10);
+        let mut rng = StdRng::seed_from_u64(1);
+        core.handle_timeout(now, &mut rng);
+        let asked = owners(&mut core);
+        assert_eq!(asked.len(), 4);
+        let rival = signed(&bob, "swap", "1.0.0", wall);
+        assert!(
+            core.handle_gossip(now, wall, peers[1], rival.clone())
+                .is_err()
+        );
+        for p in asked {
+            let answer = SyncResponse::Owners(vec![OwnerAnswer {
+                name: "swap".into(),
+                owner: Some(bob.peer_id()),
+                settled: false,
+                claim: Some(rival.encode()),
+            }]);
+            core.handle_response(now, wall, p, answer);
+        }
+        assert_eq!(core.owner_of("swap").map(|o| o.0), Some(bob.peer_id()));
+        core.check_invariants().unwrap();
+        // Settled (now or on the next poll), the name is never polled again.
+        let mut polls = 0;
+        for _ in 0..20 {
+            now += Duration::from_secs(1);
+            core.handle_timeout(now, &mut rng);
+            for p in owners(&mut core) {
+                polls += 1;
+                let answer = SyncResponse::Owners(vec![OwnerAnswer {
+                    name: "swap".into(),
+                    owner: Some(bob.peer_id()),
+                    settled: true,
+                    claim: None,
+                }]);
+                core.handle_response(now, wall, p, answer);
+            }
+        }
+        assert_eq!(core.owner_of("swap"), Some((bob.peer_id(), true, vec![])));
+        assert!(polls <= 4, "{polls} poll requests after the switch");
     }
 
     #[test]
