@@ -30,12 +30,13 @@
 //!   **settled** once the window has passed and a poll found such a majority. Arrival
 //!   order decides races, so a record's own dates win nothing.
 //! - A node **cut off** from most of the peers it knows (more peers lost within
-//!   `peer_memory` than connected) settles nothing, not even on a poll it began while cut
-//!   off and that ends after it reconnected, and abstains in polls: it answers with no
-//!   names, which counts against every claimant, like an unreachable peer. So the minority
-//!   side of a split neither settles its own claims nor vouches for them to a neighbour
-//!   that happens to reach more of that side than it lost, and takes the majority's claims
-//!   once the split heals.
+//!   `peer_memory` than connected) settles nothing and abstains in polls: it answers with
+//!   no names, which counts against every claimant, like an unreachable peer. So the
+//!   minority side of a split neither settles its own claims nor vouches for them to a
+//!   neighbour that happens to reach more of that side than it lost, and takes the
+//!   majority's claims once the split heals. A poll settles nothing either if the node was
+//!   cut off when it began, or if a peer connected while it was out: its sample no longer
+//!   stands for the node's peers (a split may have just healed).
 //! - Nor does a node settle a claim while a peer it polled reports another claimant
 //!   settled: that peer never gives its claim up, so settling ours would split the name
 //!   for sure (a node that was apart catches up instead). A lying peer can delay a node's
@@ -312,9 +313,11 @@ struct Poll {
     waiting: HashSet<PeerId>,
     /// Sampled peers that were not connected: they count against every claimant.
     unreachable: usize,
-    /// This node was cut off from most of its peers when the poll began: the sample is
-    /// skewed towards the peers it still reached, so the poll settles nothing.
-    cut_off: bool,
+    /// The poll settles nothing: this node was cut off from most of its peers when it
+    /// began (the sample is skewed towards the peers it still reached), or a peer connected
+    /// while it was out (the sample no longer stands for this node's peers: a split may
+    /// have healed).
+    no_settle: bool,
     /// Per name: voter → the claimant it holds, and whether it settled it.
     votes: HashMap<String, HashMap<PeerId, (PeerId, bool)>>,
     deadline: Instant,
@@ -453,6 +456,9 @@ impl RegistryCore {
         }
         self.connected.insert(peer, false);
         self.lost.remove(&peer);
+        if let Some(poll) = self.poll.as_mut() {
+            poll.no_settle = true;
+        }
         if self.next_sync.is_none() {
             self.next_sync = Some(now + self.config.sync_interval);
         }
@@ -1430,7 +1436,7 @@ impl RegistryCore {
             names,
             waiting,
             unreachable,
-            cut_off: self.cut_off(),
+            no_settle: self.cut_off(),
             votes: HashMap::new(),
             deadline: now + POLL_ANSWER_TIMEOUT,
         });
@@ -1519,7 +1525,7 @@ impl RegistryCore {
             return;
         };
         self.stats.polls += 1;
-        let cut_off = poll.cut_off || self.cut_off();
+        let cut_off = poll.no_settle || self.cut_off();
         let window = self.config.ownership.race_window;
         let interval = self.config.ownership.poll_interval;
         for name in &poll.names {
@@ -2060,11 +2066,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_poll_begun_while_cut_off_settles_nothing_when_it_ends_after_the_heal() {
-        // A core that reaches 3 of its 7 peers, polling 3 at a time: a poll that samples
-        // two or three of the peers it reaches finds a majority for its claim. If the split
-        // heals while that poll is out, the poll must still settle nothing.
+    /// A core that reaches 3 of its peers and lost `lost` others, polling 3 at a time: a
+    /// poll that samples two or three of the peers it reaches finds a majority for its
+    /// claim. The split heals while such a poll is out: the poll must settle nothing.
+    fn poll_across_a_heal(lost: usize) {
         let config = CoreConfig {
             ownership: OwnershipConfig {
                 poll_peers: 3,
@@ -2073,7 +2078,9 @@ mod tests {
             ..config()
         };
         let mut core = RegistryCore::new(Keypair::generate(), config);
-        let peers: Vec<PeerId> = (0..7).map(|_| Keypair::generate().peer_id()).collect();
+        let peers: Vec<PeerId> = (0..3 + lost)
+            .map(|_| Keypair::generate().peer_id())
+            .collect();
         let (mut now, wall) = (Instant::now(), Utc::now());
         for p in &peers {
             core.handle_connected(now, *p);
@@ -2114,12 +2121,24 @@ mod tests {
                 core.handle_response(now, wall, p, answer.clone());
             }
             let (_, settled, _) = core.owner_of("late").unwrap();
-            assert!(!settled, "settled on a poll begun while cut off");
+            assert!(!settled, "lost {lost}: settled on a poll across the heal");
             if lucky {
                 return;
             }
         }
-        panic!("no poll sampled two reachable peers");
+        panic!("lost {lost}: no poll sampled two reachable peers");
+    }
+
+    #[test]
+    fn a_poll_begun_while_cut_off_settles_nothing_when_it_ends_after_the_heal() {
+        poll_across_a_heal(4);
+    }
+
+    #[test]
+    fn a_poll_during_which_peers_reconnect_settles_nothing() {
+        // Not cut off (as many peers reached as lost), but its sample stood for a network
+        // that changed while the poll was out.
+        poll_across_a_heal(3);
     }
 
     #[test]
