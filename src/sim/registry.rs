@@ -38,7 +38,8 @@
 //!   (the first any of them made, or a new back-dated one). Its other answers are empty.
 //! - A **withholding** node ([`RegistrySim::make_withholding`]) runs a normal core, but its
 //!   announcements are dropped, its router forwards no message (IHAVE and control still go
-//!   out, so it stays in the mesh) and it answers every request empty.
+//!   out, so it stays in the mesh) and it answers every request empty (an empty poll
+//!   answer is an abstention, which the asker counts against every claimant).
 //!
 //! # Metrics
 //!
