@@ -29,6 +29,18 @@
 //!   SHA-256(name, key). The node switches to the winner if it must, and the claim is
 //!   **settled** once the window has passed and a poll found such a majority. Arrival
 //!   order decides races, so a record's own dates win nothing.
+//! - A node **cut off** from most of the peers it knows (more peers lost within
+//!   `peer_memory` than connected) settles nothing and abstains in polls: it answers with
+//!   no names, which counts against every claimant, like an unreachable peer. So the
+//!   minority side of a split neither settles its own claims nor vouches for them to a
+//!   neighbour that happens to reach more of that side than it lost, and takes the
+//!   majority's claims once the split heals. A poll settles nothing either if the node was
+//!   cut off when it began, or if a peer connected while it was out: its sample no longer
+//!   stands for the node's peers (a split may have just healed).
+//! - Nor does a node settle a claim while a peer it polled reports another claimant
+//!   settled: that peer never gives its claim up, so settling ours would split the name
+//!   for sure (a node that was apart catches up instead). A lying peer can delay a node's
+//!   settling this way, never make it settle the liar's claim.
 //! - A settled claim is never given up: any record of another key is refused, whatever its
 //!   dates, and nothing from another key ever drops the owner's versions.
 //! - The owner adds and removes maintainers and transfers the name by signed
@@ -301,8 +313,13 @@ struct Poll {
     waiting: HashSet<PeerId>,
     /// Sampled peers that were not connected: they count against every claimant.
     unreachable: usize,
-    /// Per name: voter → the claimant it holds.
-    votes: HashMap<String, HashMap<PeerId, PeerId>>,
+    /// The poll settles nothing: this node was cut off from most of its peers when it
+    /// began (the sample is skewed towards the peers it still reached), or a peer connected
+    /// while it was out (the sample no longer stands for this node's peers: a split may
+    /// have healed).
+    no_settle: bool,
+    /// Per name: voter → the claimant it holds, and whether it settled it.
+    votes: HashMap<String, HashMap<PeerId, (PeerId, bool)>>,
     deadline: Instant,
 }
 
@@ -442,6 +459,9 @@ impl RegistryCore {
         }
         self.connected.insert(peer, false);
         self.lost.remove(&peer);
+        if let Some(poll) = self.poll.as_mut() {
+            poll.no_settle = true;
+        }
         if self.next_sync.is_none() {
             self.next_sync = Some(now + self.config.sync_interval);
         }
@@ -919,6 +939,7 @@ impl RegistryCore {
         let name = claim.package.name.clone();
         let mut state = NameState::new(Arc::new(claim), now);
         state.settled = stored.settled;
+        self.unschedule(&name);
         self.names.insert(name.clone(), state);
         if !stored.settled {
             self.schedule(&name, now + self.config.ownership.race_window);
@@ -1134,6 +1155,7 @@ impl RegistryCore {
                 .get(name)
                 .is_some_and(|n| n.versions.is_empty() && n.log.is_empty())
             {
+                self.unschedule(name);
                 self.names.remove(name);
                 batch.remove_owner(name);
             }
@@ -1318,6 +1340,8 @@ impl RegistryCore {
                     .filter_map(|id| Some(self.records.get(id)?.encode()))
                     .collect(),
             ),
+            // Cut off from most of our peers: we abstain (see the module docs).
+            SyncRequest::Owners(_) if self.cut_off() => SyncResponse::Owners(Vec::new()),
             SyncRequest::Owners(names) => SyncResponse::Owners(
                 names
                     .into_iter()
@@ -1430,6 +1454,7 @@ impl RegistryCore {
             names,
             waiting,
             unreachable,
+            no_settle: self.cut_off(),
             votes: HashMap::new(),
             deadline: now + POLL_ANSWER_TIMEOUT,
         });
@@ -1448,6 +1473,10 @@ impl RegistryCore {
         if !poll.waiting.remove(&peer) {
             return;
         }
+        if answers.is_empty() {
+            // The peer abstains (it is cut off from most of its peers): against everyone.
+            poll.unreachable += 1;
+        }
         let asked: HashSet<&String> = poll.names.iter().collect();
         let mut evidence = Vec::new();
         for a in answers.into_iter().take(MAX_POLL_NAMES) {
@@ -1458,7 +1487,7 @@ impl RegistryCore {
             poll.votes
                 .entry(a.name.clone())
                 .or_default()
-                .insert(peer, owner);
+                .insert(peer, (owner, a.settled));
             if let Some(bytes) = a.claim {
                 evidence.push((a.name, owner, bytes));
             }
@@ -1473,15 +1502,32 @@ impl RegistryCore {
                 continue;
             }
             if let Some(state) = self.names.get_mut(&name) {
-                if state.claimant != owner
-                    && !state.rivals.iter().any(|r| r.publisher == owner)
-                    && state.rivals.len() <= self.config.ownership.poll_peers
-                {
+                if state.claimant == owner || state.rivals.iter().any(|r| r.publisher == owner) {
+                    continue;
+                }
+                // A flood of rival keys must not crowd out the claim the peers hold: when
+                // the list is full, a rival no peer has voted for in this poll makes room.
+                if state.rivals.len() > self.config.ownership.poll_peers {
+                    let voted = self.poll.as_ref().and_then(|p| p.votes.get(&name));
+                    let unvoted = state.rivals.iter().position(|r| {
+                        voted.is_none_or(|v| !v.values().any(|(o, _)| *o == r.publisher))
+                    });
+                    if let Some(k) = unvoted {
+                        state.rivals.remove(k);
+                    }
+                }
+                if state.rivals.len() <= self.config.ownership.poll_peers {
                     state.rivals.push(Arc::new(claim));
                 }
             }
         }
         self.maybe_finish_poll(now);
+    }
+
+    /// Whether more of the peers we know were lost (within `peer_memory`) than are
+    /// connected: then we settle nothing and abstain in polls.
+    fn cut_off(&self) -> bool {
+        self.lost.len() > self.connected.len()
     }
 
     fn maybe_finish_poll(&mut self, now: Instant) {
@@ -1497,6 +1543,7 @@ impl RegistryCore {
             return;
         };
         self.stats.polls += 1;
+        let cut_off = poll.no_settle || self.cut_off();
         let window = self.config.ownership.race_window;
         let interval = self.config.ownership.poll_interval;
         for name in &poll.names {
@@ -1511,7 +1558,7 @@ impl RegistryCore {
             *counts.entry(claimant).or_default() += 1;
             let mut voters = 1 + poll.unreachable;
             if let Some(v) = poll.votes.get(name) {
-                for owner in v.values() {
+                for (owner, _) in v.values() {
                     *counts.entry(*owner).or_default() += 1;
                     voters += 1;
                 }
@@ -1535,7 +1582,14 @@ impl RegistryCore {
             let Some(state) = self.names.get_mut(name) else {
                 continue;
             };
-            if window_over && majority_for == Some(state.claimant) {
+            // A peer that settled another claimant never gives it up: settling ours would
+            // split the name for sure.
+            let settled_elsewhere = poll.votes.get(name).is_some_and(|v| {
+                v.values()
+                    .any(|(owner, settled)| *settled && *owner != state.claimant)
+            });
+            if window_over && majority_for == Some(state.claimant) && !cut_off && !settled_elsewhere
+            {
                 state.settled = true;
                 state.rivals.clear();
                 self.unschedule(name);
@@ -1572,6 +1626,8 @@ impl RegistryCore {
         let old: Vec<String> = state.versions.clone();
         let first_seen = state.first_seen;
         self.stats.switched += 1;
+        // The fresh state starts unscheduled: so must the queue.
+        self.unschedule(name);
         let mut batch = Batch::new();
         self.drop_records(&old, &mut batch);
         let mut fresh = NameState::new(claim.clone(), first_seen);
@@ -1612,6 +1668,13 @@ impl RegistryCore {
                 if !self.records.contains_key(v) {
                     return Err(format!("{name} lists {v}, which is not held"));
                 }
+            }
+        }
+        for (t, name) in &self.poll_queue {
+            if self.names.get(name).and_then(|n| n.poll_at) != Some(*t) {
+                return Err(format!(
+                    "{name} is queued for a poll it is not scheduled for"
+                ));
             }
         }
         if let Some(c) = &self.catalogue {
@@ -1682,6 +1745,11 @@ mod tests {
         /// Announcements not yet delivered, per destination (to control arrival order).
         hold: bool,
         held: Vec<(usize, Arc<SignedPackage>)>,
+        /// Links up (smaller index first); announcements reach every core linked to the
+        /// announcer, directly or not.
+        links: HashSet<(usize, usize)>,
+        /// Links taken down by [`Net::cut`].
+        cut_links: Vec<(usize, usize)>,
     }
 
     fn config() -> CoreConfig {
@@ -1695,9 +1763,20 @@ mod tests {
 
     impl Net {
         fn new(n: usize) -> Net {
+            let mut edges = Vec::new();
+            for a in 0..n {
+                for b in a + 1..n {
+                    edges.push((a, b));
+                }
+            }
+            Net::graph(n, &edges, config())
+        }
+
+        /// `n` cores linked by `edges` only.
+        fn graph(n: usize, edges: &[(usize, usize)], config: CoreConfig) -> Net {
             let mut rng = StdRng::seed_from_u64(7);
             let cores: Vec<RegistryCore> = (0..n)
-                .map(|_| RegistryCore::new(Keypair::generate_with(&mut rng), config()))
+                .map(|_| RegistryCore::new(Keypair::generate_with(&mut rng), config.clone()))
                 .collect();
             let mut net = Net {
                 cores,
@@ -1706,17 +1785,73 @@ mod tests {
                 rng,
                 hold: false,
                 held: Vec::new(),
+                links: HashSet::new(),
+                cut_links: Vec::new(),
             };
-            for a in 0..n {
-                for b in 0..n {
-                    if a != b {
-                        let p = net.cores[b].local_peer_id();
-                        net.cores[a].handle_connected(net.now, p);
-                    }
-                }
+            for &(a, b) in edges {
+                net.join(a, b);
             }
             net.settle();
             net
+        }
+
+        fn join(&mut self, a: usize, b: usize) {
+            if self.links.insert((a.min(b), a.max(b))) {
+                let (pa, pb) = (self.cores[a].local_peer_id(), self.cores[b].local_peer_id());
+                self.cores[a].handle_connected(self.now, pb);
+                self.cores[b].handle_connected(self.now, pa);
+            }
+        }
+
+        /// Takes down every link between `side` and the other cores.
+        fn cut(&mut self, side: &[usize]) {
+            let gone: Vec<(usize, usize)> = self
+                .links
+                .iter()
+                .copied()
+                .filter(|(a, b)| side.contains(a) != side.contains(b))
+                .collect();
+            for (a, b) in gone {
+                self.links.remove(&(a, b));
+                let (pa, pb) = (self.cores[a].local_peer_id(), self.cores[b].local_peer_id());
+                self.cores[a].handle_disconnected(self.now, pb);
+                self.cores[b].handle_disconnected(self.now, pa);
+                self.cut_links.push((a, b));
+            }
+            self.settle();
+        }
+
+        /// Brings the links [`Net::cut`] took down back up.
+        fn heal(&mut self) {
+            for (a, b) in std::mem::take(&mut self.cut_links) {
+                self.join(a, b);
+            }
+            self.settle();
+        }
+
+        /// The cores `i` is linked to, directly or not (itself excluded).
+        fn reach(&self, i: usize) -> Vec<usize> {
+            let mut seen = vec![false; self.cores.len()];
+            seen[i] = true;
+            let mut todo = vec![i];
+            while let Some(x) = todo.pop() {
+                for &(a, b) in &self.links {
+                    let y = if a == x {
+                        b
+                    } else if b == x {
+                        a
+                    } else {
+                        continue;
+                    };
+                    if !seen[y] {
+                        seen[y] = true;
+                        todo.push(y);
+                    }
+                }
+            }
+            (0..self.cores.len())
+                .filter(|&j| j != i && seen[j])
+                .collect()
         }
 
         fn index(&self, p: PeerId) -> usize {
@@ -1752,22 +1887,18 @@ mod tests {
                     ticket: Some(t), ..
                 } => self.cores[i].handle_persisted(now, t, Ok(())),
                 Effect::Announce(r) => {
-                    for j in 0..self.cores.len() {
-                        if j != i {
-                            if self.hold {
-                                self.held.push((j, r.clone()));
-                            } else {
-                                let from = self.cores[i].local_peer_id();
-                                let _ = self.cores[j].handle_gossip(now, wall, from, (*r).clone());
-                            }
+                    for j in self.reach(i) {
+                        if self.hold {
+                            self.held.push((j, r.clone()));
+                        } else {
+                            let from = self.cores[i].local_peer_id();
+                            let _ = self.cores[j].handle_gossip(now, wall, from, (*r).clone());
                         }
                     }
                 }
                 Effect::AnnounceStatement(s) => {
-                    for j in 0..self.cores.len() {
-                        if j != i {
-                            let _ = self.cores[j].handle_statement(now, wall, (*s).clone());
-                        }
+                    for j in self.reach(i) {
+                        let _ = self.cores[j].handle_statement(now, wall, (*s).clone());
                     }
                 }
                 Effect::Request { peer, request } => {
@@ -1878,6 +2009,253 @@ mod tests {
                 assert_eq!(Some(r.publisher), winner);
             }
         }
+    }
+
+    #[test]
+    fn a_flood_of_sybil_rivals_does_not_crowd_out_the_claim_the_peers_hold() {
+        let mut net = Net::new(5);
+        net.hold = true;
+        net.publish(0, "flood", "1.0.0").unwrap();
+        let alice = net.cores[0].local_peer_id();
+        let held = std::mem::take(&mut net.held);
+        net.hold = false;
+        // Node 4 sees a dozen sybil claims of the name first, filling its list of rivals,
+        // and only then the honest claim; the others see the honest claim alone.
+        let old = net.wall - chrono::Duration::days(365);
+        for _ in 0..12 {
+            let sybil = Keypair::generate();
+            let forged = signed(&sybil, "flood", "1.0.0", old);
+            let (now, wall) = (net.now, net.wall);
+            let _ = net.cores[4].handle_gossip(now, wall, sybil.peer_id(), forged);
+        }
+        for (j, r) in held {
+            let (now, wall) = (net.now, net.wall);
+            let _ = net.cores[j].handle_gossip(now, wall, alice, (*r).clone());
+        }
+        net.settle();
+        net.advance(Duration::from_secs(15));
+        for i in 0..5 {
+            assert_eq!(net.owner(i, "flood"), Some((alice, true)), "node {i}");
+            let r = net.cores[i].record("flood@1.0.0").unwrap();
+            assert_eq!(r.publisher, alice, "node {i}");
+        }
+    }
+
+    /// Splits off `minority`; cores `a` (in it) and `b` (outside) claim the same new name
+    /// while the sides are apart; checks that no minority core settles, long after the
+    /// race window.
+    fn split_race(net: &mut Net, minority: &[usize], a: usize, b: usize) {
+        net.cut(minority);
+        net.publish(a, "split", "1.0.0").unwrap();
+        net.publish(b, "split", "1.0.0").unwrap();
+        net.advance(Duration::from_secs(600));
+        for &i in minority {
+            let (_, settled) = net.owner(i, "split").unwrap();
+            assert!(
+                !settled,
+                "node {i}, on the minority side, settled during the split"
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_cut_off_from_most_of_its_peers_does_not_settle_on_a_lucky_sample() {
+        // Ten cores, fully linked; three of them split off. Each of the three still reaches
+        // two peers and has lost seven: polls of two peers sometimes sample only the two
+        // it reaches, which hold its claim.
+        let config = CoreConfig {
+            ownership: OwnershipConfig {
+                poll_peers: 2,
+                ..OwnershipConfig::default()
+            },
+            ..config()
+        };
+        let mut edges = Vec::new();
+        for a in 0..10 {
+            for b in a + 1..10 {
+                edges.push((a, b));
+            }
+        }
+        let mut net = Net::graph(10, &edges, config);
+        split_race(&mut net, &[0, 1, 2], 0, 5);
+    }
+
+    #[test]
+    fn a_node_whose_reachable_peers_are_cut_off_does_not_settle_on_their_word() {
+        // Minority 0..4, majority 4..12 (each side fully linked inside). Node 0 keeps more
+        // peers (1, 2, 3) than it loses (4, 5), but each of 1, 2, 3 loses five of its
+        // eight: their word is that of nodes cut off from most of their peers.
+        let mut edges = Vec::new();
+        for (lo, hi) in [(0, 4), (4, 12)] {
+            for a in lo..hi {
+                for b in a + 1..hi {
+                    edges.push((a, b));
+                }
+            }
+        }
+        edges.extend([(0, 4), (0, 5)]);
+        for a in 1..4 {
+            for k in 0..5 {
+                edges.push((a, 4 + (2 * a + k) % 8));
+            }
+        }
+        let mut net = Net::graph(12, &edges, config());
+        split_race(&mut net, &[0, 1, 2, 3], 1, 8);
+        // Healed, the minority takes the claim the majority settled, though node 0's
+        // first poll may sample more of its own side: settled peers hold it back.
+        net.heal();
+        net.advance(Duration::from_secs(30));
+        let winner = net.cores[8].local_peer_id();
+        for i in 0..12 {
+            assert_eq!(net.owner(i, "split"), Some((winner, true)), "node {i}");
+            assert_eq!(
+                net.cores[i].record("split@1.0.0").unwrap().publisher,
+                winner
+            );
+        }
+    }
+
+    /// A core that reaches 3 of its peers and lost `lost` others, polling 3 at a time: a
+    /// poll that samples two or three of the peers it reaches finds a majority for its
+    /// claim. The split heals while such a poll is out: the poll must settle nothing.
+    fn poll_across_a_heal(lost: usize) {
+        let config = CoreConfig {
+            ownership: OwnershipConfig {
+                poll_peers: 3,
+                ..OwnershipConfig::default()
+            },
+            ..config()
+        };
+        let mut core = RegistryCore::new(Keypair::generate(), config);
+        let peers: Vec<PeerId> = (0..3 + lost)
+            .map(|_| Keypair::generate().peer_id())
+            .collect();
+        let (mut now, wall) = (Instant::now(), Utc::now());
+        for p in &peers {
+            core.handle_connected(now, *p);
+        }
+        for p in &peers[3..] {
+            core.handle_disconnected(now, *p);
+        }
+        let bob = Keypair::generate();
+        let claim = signed(&bob, "late", "1.0.0", wall);
+        core.handle_gossip(now, wall, peers[0], claim).unwrap();
+        let answer = SyncResponse::Owners(vec![OwnerAnswer {
+            name: "late".into(),
+            owner: Some(bob.peer_id()),
+            settled: false,
+            claim: None,
+        }]);
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..200 {
+            now += Duration::from_secs(1);
+            core.handle_timeout(now, &mut rng);
+            let mut asked = Vec::new();
+            while let Some(e) = core.poll_effect() {
+                if let Effect::Request {
+                    peer,
+                    request: SyncRequest::Owners(_),
+                } = e
+                {
+                    asked.push(peer);
+                }
+            }
+            let lucky = asked.len() >= 2;
+            if lucky {
+                for p in &peers[3..] {
+                    core.handle_connected(now, *p);
+                }
+            }
+            for p in asked {
+                core.handle_response(now, wall, p, answer.clone());
+            }
+            let (_, settled, _) = core.owner_of("late").unwrap();
+            assert!(!settled, "lost {lost}: settled on a poll across the heal");
+            if lucky {
+                return;
+            }
+        }
+        panic!("lost {lost}: no poll sampled two reachable peers");
+    }
+
+    #[test]
+    fn a_poll_begun_while_cut_off_settles_nothing_when_it_ends_after_the_heal() {
+        poll_across_a_heal(4);
+    }
+
+    #[test]
+    fn a_poll_during_which_peers_reconnect_settles_nothing() {
+        // Not cut off (as many peers reached as lost), but its sample stood for a network
+        // that changed while the poll was out.
+        poll_across_a_heal(3);
+    }
+
+    #[test]
+    fn a_switch_while_a_rival_waits_for_its_poll_leaves_no_poll_behind() {
+        let mut core = RegistryCore::new(Keypair::generate(), config());
+        let peers: Vec<PeerId> = (0..4).map(|_| Keypair::generate().peer_id()).collect();
+        let (mut now, wall) = (Instant::now(), Utc::now());
+        for p in &peers {
+            core.handle_connected(now, *p);
+        }
+        let (alice, bob) = (Keypair::generate(), Keypair::generate());
+        let first = signed(&alice, "swap", "1.0.0", wall);
+        core.handle_gossip(now, wall, peers[0], first).unwrap();
+        let owners = |core: &mut RegistryCore| {
+            let mut asked = Vec::new();
+            while let Some(e) = core.poll_effect() {
+                if let Effect::Request {
+                    peer,
+                    request: SyncRequest::Owners(_),
+                } = e
+                {
+                    asked.push(peer);
+                }
+            }
+            asked
+        };
+        owners(&mut core);
+        // The window ends: a poll goes out. Bob's rival claim arrives while it is out (so
+        // the name is scheduled again), and every peer answers for Bob: we switch.
+        now += Duration::from_secs(10);
+        let mut rng = StdRng::seed_from_u64(1);
+        core.handle_timeout(now, &mut rng);
+        let asked = owners(&mut core);
+        assert_eq!(asked.len(), 4);
+        let rival = signed(&bob, "swap", "1.0.0", wall);
+        assert!(
+            core.handle_gossip(now, wall, peers[1], rival.clone())
+                .is_err()
+        );
+        for p in asked {
+            let answer = SyncResponse::Owners(vec![OwnerAnswer {
+                name: "swap".into(),
+                owner: Some(bob.peer_id()),
+                settled: false,
+                claim: Some(rival.encode()),
+            }]);
+            core.handle_response(now, wall, p, answer);
+        }
+        assert_eq!(core.owner_of("swap").map(|o| o.0), Some(bob.peer_id()));
+        core.check_invariants().unwrap();
+        // Settled (now or on the next poll), the name is never polled again.
+        let mut polls = 0;
+        for _ in 0..20 {
+            now += Duration::from_secs(1);
+            core.handle_timeout(now, &mut rng);
+            for p in owners(&mut core) {
+                polls += 1;
+                let answer = SyncResponse::Owners(vec![OwnerAnswer {
+                    name: "swap".into(),
+                    owner: Some(bob.peer_id()),
+                    settled: true,
+                    claim: None,
+                }]);
+                core.handle_response(now, wall, p, answer);
+            }
+        }
+        assert_eq!(core.owner_of("swap"), Some((bob.peer_id(), true, vec![])));
+        assert!(polls <= 4, "{polls} poll requests after the switch");
     }
 
     #[test]

@@ -137,7 +137,9 @@ pub enum SyncResponse {
     Bucket(Vec<(String, [u8; 32])>),
     /// Encoded [`SignedPackage`]s (at most [`MAX_SYNC_RECORDS`]; unknown ids are skipped).
     Records(Vec<Vec<u8>>),
-    /// The answer to [`SyncRequest::Owners`], one entry per name asked.
+    /// The answer to [`SyncRequest::Owners`], one entry per name asked; no entry at all
+    /// when the peer abstains (it is cut off from most of its peers), which counts against
+    /// every claimant.
     Owners(Vec<OwnerAnswer>),
     /// The answer to [`SyncRequest::LogHeads`].
     LogHeads(Vec<LogHead>),

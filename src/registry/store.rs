@@ -280,6 +280,21 @@ enum Op {
     RemoveProvider(Vec<u8>, PeerId),
 }
 
+/// One write of a [`Batch`] to the record or owner table (see [`Batch::registry_writes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryWrite<'a> {
+    /// Store (or replace) the encoded record of this id.
+    PutRecord(&'a str, &'a [u8]),
+    /// Remove the record of this id.
+    RemoveRecord(&'a str),
+    /// Store (or replace) this name's owner entry.
+    PutOwner(&'a str, &'a OwnerEntry),
+    /// Store this name's owner entry unless another owner holds it (which fails the batch).
+    ClaimOwner(&'a str, &'a OwnerEntry),
+    /// Forget this name's owner entry.
+    RemoveOwner(&'a str),
+}
+
 /// Writes to several tables, applied by [`Store::apply`] in one transaction: all or none.
 /// Operations apply in the order added.
 #[derive(Clone, Debug, Default)]
@@ -306,6 +321,20 @@ impl Batch {
     /// Moves every operation of `other` to the end of this batch (applied after ours).
     pub fn append(&mut self, other: &mut Batch) {
         self.ops.append(&mut other.ops);
+    }
+
+    /// The batch's writes to the record and owner tables, in order (what an in-memory
+    /// stand-in for the store, such as the simulator's, applies). DHT, provider and
+    /// own-mark operations are left out.
+    pub fn registry_writes(&self) -> impl Iterator<Item = RegistryWrite<'_>> + '_ {
+        self.ops.iter().filter_map(|op| match op {
+            Op::PutRecord(id, bytes) => Some(RegistryWrite::PutRecord(id, bytes)),
+            Op::RemoveRecord(id) => Some(RegistryWrite::RemoveRecord(id)),
+            Op::PutOwner(name, e) => Some(RegistryWrite::PutOwner(name, e)),
+            Op::ClaimOwner(name, e) => Some(RegistryWrite::ClaimOwner(name, e)),
+            Op::RemoveOwner(name) => Some(RegistryWrite::RemoveOwner(name)),
+            _ => None,
+        })
     }
 
     /// Stores (or replaces) the signed record of package `id`.

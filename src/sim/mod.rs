@@ -1,5 +1,6 @@
 //! Deterministic discrete-event simulators over the sans-IO protocol cores: [`Simulator`]
-//! for the DHT and [`GossipSim`] for the gossip mesh.
+//! for the DHT, [`GossipSim`] for the gossip mesh and [`RegistrySim`] for the registry (its
+//! cores over the gossip mesh and simulated request/response links).
 //!
 //! The DHT simulator drives many [`Kademlia`] cores, the same code the tokio driver runs, through a simulated
 //! network: per-link latency drawn from a seeded distribution, independent packet loss, node
@@ -8,8 +9,12 @@
 //! order. Researchers change [`SimConfig`] (and the `KademliaConfig` inside it) and compare.
 
 mod gossip;
+mod registry;
 
 pub use gossip::{GossipSim, GossipSimConfig, GossipSimStats};
+pub use registry::{
+    AttackerConfig, RegistryMetrics, RegistrySim, RegistrySimConfig, RegistrySimStats, Role,
+};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
