@@ -73,6 +73,8 @@ mod packages;
 mod raw;
 #[path = "netbench/registry.rs"]
 mod registry_bench;
+#[path = "netbench/registry_heap.rs"]
+mod registry_heap;
 #[path = "netbench/rpc.rs"]
 mod rpc_bench;
 
@@ -1144,10 +1146,11 @@ fn main() {
             };
             rt.block_on(registry_bench::run(&r, peak_rss_mb, cpu_seconds))
         }
+        "registry-heap" => registry_heap::run(args.packages, args.nodes, args.seed, args.rate),
         WORKER_MODE => worker(&rt),
         other => {
             eprintln!(
-                "netbench: unknown benchmark {other} (available: kad, gossip, rpc, registry)"
+                "netbench: unknown benchmark {other} (available: kad, gossip, rpc, registry, registry-heap)"
             );
             std::process::exit(2);
         }

@@ -146,7 +146,7 @@ const AUTHORS: &[&str] = &[
 
 /// One package version to publish, and the node that publishes it.
 #[derive(Clone)]
-struct Entry {
+pub(crate) struct Entry {
     name: String,
     version: String,
     description: String,
@@ -155,7 +155,8 @@ struct Entry {
     keywords: Vec<String>,
     author: &'static str,
     downloads: u64,
-    publisher: usize,
+    /// Index of the node that publishes it.
+    pub(crate) publisher: usize,
 }
 
 impl Entry {
@@ -164,7 +165,7 @@ impl Entry {
     }
 
     /// The package, timestamped now.
-    fn package(&self) -> Package {
+    pub(crate) fn package(&self) -> Package {
         let mut p = Package::new(self.name.clone(), self.version.clone());
         p.description = self.description.clone();
         p.category = self.category.to_string();
@@ -179,7 +180,7 @@ impl Entry {
 
 /// `count` package versions from `seed`, publishers among `nodes`: every first version,
 /// then the second and third versions of one name in five.
-fn generate(seed: u64, count: usize, nodes: usize) -> Vec<Entry> {
+pub(crate) fn generate(seed: u64, count: usize, nodes: usize) -> Vec<Entry> {
     let mut rng = Rng::new(seed);
     let mut seen = HashSet::new();
     let mut firsts = Vec::new();
