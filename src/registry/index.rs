@@ -153,6 +153,8 @@ struct Posting {
     tf: [u16; 3],
 }
 
+/// One version. Its terms (the keys of its postings) are not kept: [`Catalogue::remove`]
+/// tokenizes the package again ([`fields`]), which gives the same terms.
 #[derive(Debug)]
 struct Doc {
     package: Package,
@@ -161,7 +163,6 @@ struct Doc {
     version: VersionKey,
     tags: Vec<String>,
     lens: [u32; 3],
-    terms: Vec<Box<str>>,
     bucket_hash: u64,
 }
 
@@ -258,6 +259,33 @@ pub fn tokenize(s: &str) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(str::to_lowercase)
         .collect()
+}
+
+/// The searchable fields of a package, tokenized: name, keywords + tags, description.
+fn fields(package: &Package) -> [Vec<String>; 3] {
+    [
+        tokenize(&package.name),
+        package
+            .metadata
+            .keywords
+            .iter()
+            .chain(&package.tags)
+            .flat_map(|s| tokenize(s))
+            .collect(),
+        tokenize(&package.description),
+    ]
+}
+
+/// Term frequencies per field of a package, by term.
+fn term_frequencies(fields: [Vec<String>; 3]) -> HashMap<String, [u16; 3]> {
+    let mut tfs: HashMap<String, [u16; 3]> = HashMap::new();
+    for (f, toks) in fields.into_iter().enumerate() {
+        for t in toks {
+            let e = tfs.entry(t).or_default();
+            e[f] = e[f].saturating_add(1);
+        }
+    }
+    tfs
 }
 
 fn normalise(s: &str) -> String {
@@ -430,38 +458,20 @@ impl Catalogue {
                 (self.docs.len() - 1) as u32
             }
         };
-        // Fields: name, keywords + tags, description.
-        let mut fields: [Vec<String>; 3] = [
-            tokenize(&package.name),
-            package
-                .metadata
-                .keywords
-                .iter()
-                .chain(&package.tags)
-                .flat_map(|s| tokenize(s))
-                .collect(),
-            tokenize(&package.description),
-        ];
+        let fields = fields(&package);
         let lens = [
             fields[0].len() as u32,
             fields[1].len() as u32,
             fields[2].len() as u32,
         ];
-        let mut tfs: HashMap<String, [u16; 3]> = HashMap::new();
-        for (f, toks) in fields.iter_mut().enumerate() {
-            for t in toks.drain(..) {
-                let e = tfs.entry(t).or_default();
-                e[f] = e[f].saturating_add(1);
+        for (t, tf) in term_frequencies(fields) {
+            let p = Posting { doc: slot, tf };
+            match self.postings.get_mut(t.as_str()) {
+                Some(list) => list.push(p),
+                None => {
+                    self.postings.insert(t.into_boxed_str(), vec![p]);
+                }
             }
-        }
-        let mut terms = Vec::with_capacity(tfs.len());
-        for (t, tf) in tfs {
-            let t: Box<str> = t.into();
-            self.postings
-                .entry(t.clone())
-                .or_default()
-                .push(Posting { doc: slot, tf });
-            terms.push(t);
         }
         for (f, l) in lens.iter().enumerate() {
             self.len_sums[f] += u64::from(*l);
@@ -497,7 +507,6 @@ impl Catalogue {
             version: VersionKey::of(&package.version),
             tags,
             lens,
-            terms,
             bucket_hash: bucket_hash(&package.id),
             package,
         };
@@ -669,13 +678,13 @@ impl Catalogue {
         let slot = self.ids.remove(id)?;
         let doc = self.docs.get_mut(slot as usize).and_then(Option::take)?;
         self.free_docs.push(slot);
-        for t in &doc.terms {
-            if let Some(p) = self.postings.get_mut(t) {
+        for t in term_frequencies(fields(&doc.package)).keys() {
+            if let Some(p) = self.postings.get_mut(t.as_str()) {
                 if let Some(i) = p.iter().position(|p| p.doc == slot) {
                     p.swap_remove(i);
                 }
                 if p.is_empty() {
-                    self.postings.remove(t);
+                    self.postings.remove(t.as_str());
                 }
             }
         }
@@ -1138,6 +1147,46 @@ mod tests {
 
     fn names(r: &[SearchResult]) -> Vec<&str> {
         r.iter().map(|r| r.package.name.as_str()).collect()
+    }
+
+    /// Every index is empty once every version is removed, whatever the order, with terms,
+    /// tokens and deletion hashes shared among versions and names.
+    #[test]
+    fn removing_every_version_empties_every_index() {
+        let words = [
+            "Async", "http", "tokio", "tokoi", "serde", "json", "json-rpc", "x",
+        ];
+        let mut c = Catalogue::new();
+        let mut ids = Vec::new();
+        for i in 0..60usize {
+            let w = |k: usize| words[(i * 7 + k * 3) % words.len()];
+            let name = format!("{}-{}{}", w(0).to_lowercase(), w(1), i % 9);
+            let mut p = rich(
+                &name,
+                &format!("{} {} {} {}", w(2), w(3), w(2), w(4)),
+                w(5),
+                &[w(6), w(1)],
+                &[w(7), w(0)],
+                i as u64,
+            );
+            p.version = format!("0.{}.0", i % 3);
+            ids.push(p.canonical_id());
+            c.insert(p);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(c.len(), ids.len());
+        // A fixed shuffle.
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, i * 31 % (i + 1));
+        }
+        for id in &ids {
+            assert!(c.remove(id).is_some(), "{id}");
+        }
+        assert!(c.is_empty() && c.names.is_empty() && c.by_norm.is_empty());
+        assert!(c.postings.is_empty() && c.tokens.is_empty() && c.trigrams.is_empty());
+        assert!(c.deletions.is_empty());
+        assert_eq!(c.len_sums, [0, 0, 0]);
     }
 
     #[test]
