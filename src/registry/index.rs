@@ -250,7 +250,81 @@ pub struct Catalogue {
     tokens: HashMap<Box<str>, u32>,
     token_slots: Vec<Option<TokenEntry>>,
     free_tokens: Vec<u32>,
-    deletions: HashMap<u64, Vec<u32>>,
+    deletions: Deletions,
+}
+
+/// The symmetric-deletion index: deletion hash → the name tokens (ids) having it. Most
+/// hashes belong to one token, so the map holds that token's id inline; a hash shared by
+/// several tokens holds [`Deletions::SHARED`] there and its list in `shared`. (A map of
+/// `Vec`s costs a 24-byte `Vec` per entry and an allocation per hash: ~80 hashes per long
+/// token.)
+#[derive(Debug, Default)]
+struct Deletions {
+    one: HashMap<u64, u32>,
+    shared: HashMap<u64, Vec<u32>>,
+}
+
+impl Deletions {
+    /// The marker of a shared hash in `one` (token ids are slot indices, far below it).
+    const SHARED: u32 = u32::MAX;
+
+    /// Token `tid` has deletion hash `h`.
+    fn add(&mut self, h: u64, tid: u32) {
+        match self.one.get_mut(&h) {
+            None => {
+                self.one.insert(h, tid);
+            }
+            Some(&mut Self::SHARED) => self.shared.entry(h).or_default().push(tid),
+            Some(first) => {
+                let first = std::mem::replace(first, Self::SHARED);
+                self.shared.insert(h, vec![first, tid]);
+            }
+        }
+    }
+
+    /// Token `tid` no longer has deletion hash `h`.
+    fn remove(&mut self, h: u64, tid: u32) {
+        match self.one.get(&h).copied() {
+            Some(Self::SHARED) => {
+                let Some(v) = self.shared.get_mut(&h) else {
+                    // A marker without a list (never the case): nothing left under it.
+                    self.one.remove(&h);
+                    return;
+                };
+                remove_from(v, &tid);
+                match v.as_slice() {
+                    [] => {
+                        self.shared.remove(&h);
+                        self.one.remove(&h);
+                    }
+                    [last] => {
+                        let last = *last;
+                        self.shared.remove(&h);
+                        self.one.insert(h, last);
+                    }
+                    _ => {}
+                }
+            }
+            Some(t) if t == tid => {
+                self.one.remove(&h);
+            }
+            _ => {}
+        }
+    }
+
+    /// The tokens having deletion hash `h`.
+    fn get(&self, h: u64) -> &[u32] {
+        match self.one.get(&h) {
+            None => &[],
+            Some(&Self::SHARED) => self.shared.get(&h).map_or(&[][..], Vec::as_slice),
+            Some(t) => std::slice::from_ref(t),
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.one.is_empty() && self.shared.is_empty()
+    }
 }
 
 /// Lower-case tokens: maximal runs of alphanumeric characters.
@@ -597,7 +671,7 @@ impl Catalogue {
         let depth = token_depth(token.chars().count());
         if depth > 0 {
             for h in deletion_hashes(token, depth) {
-                self.deletions.entry(h).or_default().push(tid);
+                self.deletions.add(h, tid);
             }
         }
         self.tokens.insert(text.clone(), tid);
@@ -629,12 +703,7 @@ impl Catalogue {
         let depth = token_depth(token.chars().count());
         if depth > 0 {
             for h in deletion_hashes(token, depth) {
-                if let Some(v) = self.deletions.get_mut(&h) {
-                    remove_from(v, &tid);
-                    if v.is_empty() {
-                        self.deletions.remove(&h);
-                    }
-                }
+                self.deletions.remove(h, tid);
             }
         }
         self.tokens.remove(token);
@@ -1061,7 +1130,7 @@ impl Catalogue {
                 };
                 let mut seen: Vec<u32> = Vec::new();
                 for h in deletion_hashes(t, maxd) {
-                    for &tid in self.deletions.get(&h).into_iter().flatten() {
+                    for &tid in self.deletions.get(h) {
                         if seen.contains(&tid) {
                             continue;
                         }
@@ -1187,6 +1256,29 @@ mod tests {
         assert!(c.postings.is_empty() && c.tokens.is_empty() && c.trigrams.is_empty());
         assert!(c.deletions.is_empty());
         assert_eq!(c.len_sums, [0, 0, 0]);
+    }
+
+    #[test]
+    fn deletion_index_shares_and_unshares_hashes() {
+        let mut d = Deletions::default();
+        d.add(1, 7);
+        d.add(2, 7);
+        assert_eq!((d.get(1), d.get(3)), (&[7][..], &[][..]));
+        d.add(1, 8);
+        d.add(1, 9);
+        let mut shared = d.get(1).to_vec();
+        shared.sort_unstable();
+        assert_eq!(shared, [7, 8, 9]);
+        d.remove(1, 8);
+        d.remove(1, 8);
+        d.remove(1, 7);
+        assert_eq!(d.get(1), &[9]);
+        assert!(d.shared.is_empty(), "one token left: back inline");
+        d.remove(1, 3);
+        assert_eq!(d.get(1), &[9]);
+        d.remove(1, 9);
+        d.remove(2, 7);
+        assert!(d.is_empty());
     }
 
     #[test]
