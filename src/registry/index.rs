@@ -153,18 +153,22 @@ struct Posting {
     tf: [u16; 3],
 }
 
-/// One version. Its terms (the keys of its postings) are not kept: [`Catalogue::remove`]
-/// tokenizes the package again ([`fields`]), which gives the same terms.
+/// One version. What else is known of it is derived, not stored twice: its terms (the keys
+/// of its postings) by tokenizing the package again ([`fields`]), as [`Catalogue::remove`]
+/// does; its name slot, field lengths and tags below [`TAG_MASK_BITS`] are in its [`Hot`]
+/// entry; its version order key is parsed from `package.version` when versions are sorted.
 #[derive(Debug)]
 struct Doc {
     package: Package,
     fingerprint: [u8; 32],
-    name_id: u32,
-    version: VersionKey,
-    tags: Vec<String>,
-    lens: [u32; 3],
+    /// Ids of its (lower-cased) tags from [`TAG_MASK_BITS`] on, ascending: empty (no
+    /// allocation) unless the catalogue knows more tags than the mask holds.
+    extra_tags: Box<[u32]>,
     bucket_hash: u64,
 }
+
+/// Tags with ids below this are in [`Hot::tag_mask`].
+const TAG_MASK_BITS: u32 = 64;
 
 /// Name-level scores of one search, dense by name slot.
 struct NameScores {
@@ -559,13 +563,17 @@ impl Catalogue {
             .entry(package.category.to_lowercase())
             .or_insert(next_category);
         let mut tag_mask = 0u64;
-        for t in &tags {
+        let mut extra_tags = Vec::new();
+        for t in tags {
             let next = self.tag_ids.len() as u32;
-            let id = *self.tag_ids.entry(t.clone()).or_insert(next);
-            if id < 64 {
+            let id = *self.tag_ids.entry(t).or_insert(next);
+            if id < TAG_MASK_BITS {
                 tag_mask |= 1 << id;
+            } else {
+                extra_tags.push(id);
             }
         }
+        extra_tags.sort_unstable();
         if let Some(h) = self.hot.get_mut(slot as usize) {
             *h = Hot {
                 name_id,
@@ -577,17 +585,15 @@ impl Catalogue {
         }
         let doc = Doc {
             fingerprint,
-            name_id,
-            version: VersionKey::of(&package.version),
-            tags,
-            lens,
+            extra_tags: extra_tags.into_boxed_slice(),
             bucket_hash: bucket_hash(&package.id),
             package,
         };
         self.ids.insert(doc.package.id.clone(), slot);
         // `name_id_or_insert` has just made the name's slot live; versions are ordered by
         // (version, id), and a slot without a doc (none is ever listed) would sort first.
-        let key = (&doc.version, &doc.package.id);
+        let version = VersionKey::of(&doc.package.version);
+        let key = (&version, &doc.package.id);
         let docs = &self.docs;
         if let Some(entry) = self
             .name_slots
@@ -597,7 +603,7 @@ impl Catalogue {
             let pos = entry.versions.partition_point(|&s| {
                 docs.get(s as usize)
                     .and_then(Option::as_ref)
-                    .is_none_or(|d| (&d.version, &d.package.id) < key)
+                    .is_none_or(|d| (&VersionKey::of(&d.package.version), &d.package.id) < key)
             });
             entry.versions.insert(pos, slot);
             if let (Some(&last), Some(latest)) = (
@@ -747,6 +753,8 @@ impl Catalogue {
         let slot = self.ids.remove(id)?;
         let doc = self.docs.get_mut(slot as usize).and_then(Option::take)?;
         self.free_docs.push(slot);
+        // A live doc's hot entry is its own (written with it, left as is until reused).
+        let hot = self.hot.get(slot as usize).copied().unwrap_or_default();
         for t in term_frequencies(fields(&doc.package)).keys() {
             if let Some(p) = self.postings.get_mut(t.as_str()) {
                 if let Some(i) = p.iter().position(|p| p.doc == slot) {
@@ -757,10 +765,10 @@ impl Catalogue {
                 }
             }
         }
-        for (sum, l) in self.len_sums.iter_mut().zip(doc.lens) {
+        for (sum, l) in self.len_sums.iter_mut().zip(hot.lens) {
             *sum = sum.saturating_sub(u64::from(l));
         }
-        let n = doc.name_id;
+        let n = hot.name_id;
         let last = self
             .name_slots
             .get_mut(n as usize)
@@ -917,14 +925,15 @@ impl Catalogue {
         let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
         tags.sort_unstable();
         tags.dedup();
-        // Tags by interned id: a mask check when every id is below 64.
+        // Tags by interned id: a mask check for ids below TAG_MASK_BITS, the version's
+        // sorted `extra_tags` for the others.
         let mut tag_query_mask = 0u64;
-        let mut tags_masked = true;
+        let mut extra_query_tags = Vec::new();
         for t in &tags {
             match self.tag_ids.get(t) {
                 None => return Vec::new(),
-                Some(&id) if id < 64 => tag_query_mask |= 1 << id,
-                Some(_) => tags_masked = false,
+                Some(&id) if id < TAG_MASK_BITS => tag_query_mask |= 1 << id,
+                Some(&id) => extra_query_tags.push(id),
             }
         }
         let min_downloads = q.min_downloads.unwrap_or(0);
@@ -936,10 +945,12 @@ impl Catalogue {
             h.downloads >= min_downloads
                 && category.is_none_or(|c| c == h.category)
                 && (h.tag_mask & tag_query_mask) == tag_query_mask
-                && (tags_masked
-                    || self
-                        .doc(s)
-                        .is_some_and(|d| tags.iter().all(|t| d.tags.binary_search(t).is_ok())))
+                && (extra_query_tags.is_empty()
+                    || self.doc(s).is_some_and(|d| {
+                        extra_query_tags
+                            .iter()
+                            .all(|id| d.extra_tags.binary_search(id).is_ok())
+                    }))
         };
         let pick = |name_id: u32| -> Option<u32> {
             let latest = self
