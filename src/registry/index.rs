@@ -218,10 +218,11 @@ struct Hot {
 
 #[derive(Debug)]
 struct NameEntry {
-    name: String,
-    lname: String,
-    norm: String,
-    tokens: Vec<String>,
+    /// The name, lower-cased (what prefix and substring matches read). The name itself is
+    /// every version's `package.name`, and its normalised form is derived from it.
+    lname: Box<str>,
+    /// Ids of its distinct tokens (slots of `token_slots`).
+    tokens: Box<[u32]>,
     /// Doc slots, ascending by version.
     versions: Vec<u32>,
 }
@@ -634,20 +635,15 @@ impl Catalogue {
         let mut tokens = tokenize(name);
         tokens.sort_unstable();
         tokens.dedup();
-        let norm = normalise(name);
-        self.by_norm.entry(norm.clone()).or_default().push(id);
+        self.by_norm.entry(normalise(name)).or_default().push(id);
         for tri in trigrams_of(&lname) {
             self.trigrams.entry(tri).or_default().push(id);
         }
-        for t in &tokens {
-            self.add_name_token(t, id);
-        }
+        let tokens: Box<[u32]> = tokens.iter().map(|t| self.add_name_token(t, id)).collect();
         self.names.insert(name.to_string(), id);
         if let Some(e) = self.name_slots.get_mut(id as usize) {
             *e = Some(NameEntry {
-                name: name.to_string(),
-                lname,
-                norm,
+                lname: lname.into_boxed_str(),
                 tokens,
                 versions: Vec::new(),
             });
@@ -655,16 +651,18 @@ impl Catalogue {
         id
     }
 
-    fn add_name_token(&mut self, token: &str, name_id: u32) {
+    /// Adds `name_id` to the names having `token`; returns the token's id.
+    fn add_name_token(&mut self, token: &str, name_id: u32) -> u32 {
         // A token id whose slot is not live (never the case) is replaced by a new one below.
-        if let Some(entry) = self
-            .tokens
-            .get(token)
-            .and_then(|&tid| self.token_slots.get_mut(tid as usize))
-            .and_then(Option::as_mut)
-        {
-            entry.names.push(name_id);
-            return;
+        if let Some(&tid) = self.tokens.get(token) {
+            if let Some(entry) = self
+                .token_slots
+                .get_mut(tid as usize)
+                .and_then(Option::as_mut)
+            {
+                entry.names.push(name_id);
+                return tid;
+            }
         }
         let tid = match self.free_tokens.pop() {
             Some(s) => s,
@@ -687,36 +685,38 @@ impl Catalogue {
                 names: vec![name_id],
             });
         }
+        tid
     }
 
-    fn remove_name_token(&mut self, token: &str, name_id: u32) {
-        let Some(&tid) = self.tokens.get(token) else {
-            return;
-        };
+    /// Removes `name_id` from the names having token `tid`; the token goes when none has it.
+    fn remove_name_token(&mut self, tid: u32, name_id: u32) {
         let Some(slot) = self.token_slots.get_mut(tid as usize) else {
             return;
         };
         let Some(entry) = slot.as_mut() else {
             // A stale id (never the case): forget it, without freeing a slot twice.
-            self.tokens.remove(token);
+            self.tokens.retain(|_, t| *t != tid);
             return;
         };
         remove_from(&mut entry.names, &name_id);
         if !entry.names.is_empty() {
             return;
         }
-        *slot = None;
-        let depth = token_depth(token.chars().count());
+        let Some(TokenEntry { text, .. }) = slot.take() else {
+            return;
+        };
+        let depth = token_depth(text.chars().count());
         if depth > 0 {
-            for h in deletion_hashes(token, depth) {
+            for h in deletion_hashes(&text, depth) {
                 self.deletions.remove(h, tid);
             }
         }
-        self.tokens.remove(token);
+        self.tokens.remove(&text);
         self.free_tokens.push(tid);
     }
 
-    fn remove_name(&mut self, name_id: u32) {
+    /// Removes name slot `name_id`, whose name is `name`, from every name index.
+    fn remove_name(&mut self, name_id: u32, name: &str) {
         let Some(entry) = self
             .name_slots
             .get_mut(name_id as usize)
@@ -727,11 +727,12 @@ impl Catalogue {
         if let Some(latest) = self.name_latest.get_mut(name_id as usize) {
             *latest = NONE;
         }
-        self.names.remove(&entry.name);
-        if let Some(v) = self.by_norm.get_mut(&entry.norm) {
+        self.names.remove(name);
+        let norm = normalise(name);
+        if let Some(v) = self.by_norm.get_mut(&norm) {
             remove_from(v, &name_id);
             if v.is_empty() {
-                self.by_norm.remove(&entry.norm);
+                self.by_norm.remove(&norm);
             }
         }
         for tri in trigrams_of(&entry.lname) {
@@ -742,7 +743,7 @@ impl Catalogue {
                 }
             }
         }
-        for t in &entry.tokens {
+        for &t in &entry.tokens {
             self.remove_name_token(t, name_id);
         }
         self.free_names.push(name_id);
@@ -781,7 +782,7 @@ impl Catalogue {
             });
         match (last, self.name_latest.get_mut(n as usize)) {
             (Some(Some(l)), Some(latest)) => *latest = l,
-            (Some(None), _) => self.remove_name(n),
+            (Some(None), _) => self.remove_name(n, &doc.package.name),
             _ => {}
         }
         Some(doc.package)
@@ -1170,11 +1171,13 @@ impl Catalogue {
                     }
                 }
             }
+            // Names with `t` among their tokens have their (stronger) token score already.
+            let tid = self.tokens.get(t.as_str()).copied();
             for (&n, &w) in &best {
                 let Some(e) = self.name_entry(n) else {
                     continue;
                 };
-                if e.tokens.binary_search(t).is_err() {
+                if !tid.is_some_and(|tid| e.tokens.contains(&tid)) {
                     name_score.add(n, w);
                 }
             }
