@@ -223,7 +223,7 @@ pub fn run(count: usize, nodes: usize, seed: u64, rate: f64) -> String {
     drop(messages);
 
     // The redb store with everything a node writes: record and owner claim per version,
-    // the DHT share. Its page cache is bounded (8 MiB).
+    // the DHT share. Its page cache is bounded (`CACHE_BYTES` in src/registry/store.rs).
     let dir = tempfile::tempdir().expect("temporary directory");
     let (b, store) = held(|| {
         let store = Store::open(dir.path()).expect("store opens");
@@ -260,7 +260,7 @@ pub fn run(count: usize, nodes: usize, seed: u64, rate: f64) -> String {
         "redb_store",
         b,
         per(b),
-        "bounded: redb page cache (8 MiB: 7.2 read, 0.8 write) and handles",
+        "bounded: redb page cache (CACHE_BYTES, 90 % read, 10 % write) and handles",
     );
     drop(store);
 
