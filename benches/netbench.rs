@@ -18,7 +18,7 @@
 //! `--packages` generated packages, then reports publish-to-searchable latency on every node
 //! (per node and "on all nodes"), `get` latency from a cold light node (through the DHT),
 //! local `search` latency over the whole catalogue, the sync time of a late-joining full
-//! node, setup time and peak RSS.
+//! node, setup time, peak RSS, the heap per stored version and the CPU time per publish.
 //!
 //! `rpc` (`netbench/rpc.rs`): echo request rate and latency between two nodes, and a 256 MiB
 //! range-request pull from one and from three providers next to the transport's raw limit.
@@ -56,17 +56,25 @@ use ggen_p2p::{Keypair, Multiaddr, PeerId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+/// Every allocation of this binary is counted (live and peak heap bytes, see `heap`).
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 /// The hidden mode a worker process runs in.
 const WORKER_MODE: &str = "kad-worker";
 
 #[path = "netbench/gossip.rs"]
 mod gossip_bench;
+#[path = "netbench/heap.rs"]
+mod heap;
 #[path = "shared/packages.rs"]
 mod packages;
 #[path = "shared/raw.rs"]
 mod raw;
 #[path = "netbench/registry.rs"]
 mod registry_bench;
+#[path = "netbench/registry_heap.rs"]
+mod registry_heap;
 #[path = "netbench/rpc.rs"]
 mod rpc_bench;
 
@@ -1136,12 +1144,13 @@ fn main() {
                 fd_limit: fd_limit(),
                 dht_max_records: args.dht_max_records,
             };
-            rt.block_on(registry_bench::run(&r, peak_rss_mb))
+            rt.block_on(registry_bench::run(&r, peak_rss_mb, cpu_seconds))
         }
+        "registry-heap" => registry_heap::run(args.packages, args.nodes, args.seed, args.rate),
         WORKER_MODE => worker(&rt),
         other => {
             eprintln!(
-                "netbench: unknown benchmark {other} (available: kad, gossip, rpc, registry)"
+                "netbench: unknown benchmark {other} (available: kad, gossip, rpc, registry, registry-heap)"
             );
             std::process::exit(2);
         }

@@ -42,6 +42,11 @@
 //! 5. Late joiner: a new full node bootstrapped like the others; the time from its `start`
 //!    until `stats().catalogue_size` reaches node 1's, and until `wait_synced` returns.
 //!
+//! Memory and CPU: the binary's counting allocator (`heap.rs`) gives the live heap once every
+//! node is connected and once every node holds the preload; the difference over (nodes ×
+//! preloaded versions) is `heap_bytes_per_version`. The process's CPU time over the preload
+//! and over the timed publishes, per publish, is `cpu_per_publish_ms`.
+//!
 //! Every wait is on a condition with a deadline; nothing relies on a fixed sleep.
 
 use std::collections::{HashMap, HashSet};
@@ -57,6 +62,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use super::heap;
 use super::packages::{self, CATEGORIES, Rng, TAGS, WORDS, transpose};
 use super::percentile;
 
@@ -140,7 +146,7 @@ const AUTHORS: &[&str] = &[
 
 /// One package version to publish, and the node that publishes it.
 #[derive(Clone)]
-struct Entry {
+pub(crate) struct Entry {
     name: String,
     version: String,
     description: String,
@@ -149,7 +155,8 @@ struct Entry {
     keywords: Vec<String>,
     author: &'static str,
     downloads: u64,
-    publisher: usize,
+    /// Index of the node that publishes it.
+    pub(crate) publisher: usize,
 }
 
 impl Entry {
@@ -158,7 +165,7 @@ impl Entry {
     }
 
     /// The package, timestamped now.
-    fn package(&self) -> Package {
+    pub(crate) fn package(&self) -> Package {
         let mut p = Package::new(self.name.clone(), self.version.clone());
         p.description = self.description.clone();
         p.category = self.category.to_string();
@@ -173,7 +180,7 @@ impl Entry {
 
 /// `count` package versions from `seed`, publishers among `nodes`: every first version,
 /// then the second and third versions of one name in five.
-fn generate(seed: u64, count: usize, nodes: usize) -> Vec<Entry> {
+pub(crate) fn generate(seed: u64, count: usize, nodes: usize) -> Vec<Entry> {
     let mut rng = Rng::new(seed);
     let mut seen = HashSet::new();
     let mut firsts = Vec::new();
@@ -397,8 +404,19 @@ fn bootstraps(nodes: &[BenchNode], rng: &mut Rng) -> Vec<BootstrapNode> {
     picked.iter().map(|&j| nodes[j].bootstrap_entry()).collect()
 }
 
-/// Runs the benchmark; `peak_rss_mb` reads the process's peak memory at the end.
-pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> String {
+/// CPU seconds between two readings of `cpu_seconds`, per `count` operations, in ms.
+fn cpu_per_op_ms(before: Option<f64>, after: Option<f64>, count: usize) -> Option<f64> {
+    let (b, a) = before.zip(after)?;
+    (count > 0).then(|| round3((a - b) * 1e3 / count as f64))
+}
+
+/// Runs the benchmark; `peak_rss_mb` reads the process's peak memory at the end,
+/// `cpu_seconds` the CPU time (user + system) the process has used so far.
+pub async fn run(
+    args: &RegistryArgs,
+    peak_rss_mb: fn() -> Option<f64>,
+    cpu_seconds: fn() -> Option<f64>,
+) -> String {
     let n = args.nodes;
     let entries = generate(args.seed, args.packages, n);
     let total = entries.len();
@@ -484,6 +502,8 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
         "netbench registry: every node connected after {:.2} s",
         setup.elapsed().as_secs_f64()
     );
+    // The heap of the running, connected nodes before any of them holds a package.
+    let heap_empty = heap::live();
     let min_admitted = |nodes: &[BenchNode]| nodes.iter().map(BenchNode::admitted).min();
     let mut publish_errors = 0usize;
     let warmup = WARMUP.min(preload.len());
@@ -521,6 +541,7 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
     );
 
     // ---- 1a. preload ----
+    let preload_cpu_before = cpu_seconds();
     let preload_start = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(0.001)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -564,6 +585,21 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
     })
     .await;
     let preload_s = preload_start.elapsed().as_secs_f64();
+    let preload_cpu = cpu_per_op_ms(
+        preload_cpu_before,
+        cpu_seconds(),
+        preload.len().saturating_sub(warmup),
+    );
+    // What holding the preload (warm-up included) costs, per version on each full node.
+    let heap_loaded = heap::live();
+    let heap_per_version =
+        (heap_loaded as f64 - heap_empty as f64) / (n as f64 * preload.len().max(1) as f64);
+    eprintln!(
+        "netbench registry: heap {:.1} MiB with no package, {:.1} MiB after the preload: {heap_per_version:.0} bytes per version per node; CPU per publish {} ms",
+        heap::mb(heap_empty),
+        heap::mb(heap_loaded),
+        preload_cpu.map_or("?".to_string(), |c| c.to_string())
+    );
     eprintln!(
         "netbench registry: preload of {} published in {published_s:.1} s, on every node after {preload_s:.1} s (complete: {preload_complete}, slowest node {}, {backlog_waits} backlog waits)",
         preload.len(),
@@ -571,6 +607,7 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
     );
 
     // ---- 1b. timed publishes ----
+    let timed_cpu_before = cpu_seconds();
     let (mut pairs, mut all_nodes, mut calls) = (Vec::new(), Vec::new(), Vec::new());
     let (mut missed_pairs, mut confirmed, mut confirm_checks) = (0usize, 0usize, 0usize);
     for (t, e) in timed.iter().enumerate() {
@@ -614,6 +651,7 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
             eprintln!("netbench registry: {} timed publishes done", t + 1);
         }
     }
+    let timed_cpu = cpu_per_op_ms(timed_cpu_before, cpu_seconds(), calls.len());
     let pairs_d = dist(pairs);
     let all_d = dist(all_nodes);
     eprintln!(
@@ -789,6 +827,7 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
             "complete": preload_complete,
             "backlog_waits": backlog_waits,
         },
+        "cpu_per_publish_ms": preload_cpu,
         "publish_errors": publish_errors,
         "dht_max_records": args.dht_max_records,
         "dht_query_success_rate_mean": round3(dht_success),
@@ -799,6 +838,7 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
             "missed_pairs": missed_pairs,
             "publish_call": dist(calls),
             "search_confirmed_ratio": round3(confirmed as f64 / confirm_checks.max(1) as f64),
+            "cpu_per_publish_ms": timed_cpu,
         },
         "cold_get": {
             "node": "light",
@@ -826,6 +866,11 @@ pub async fn run(args: &RegistryArgs, peak_rss_mb: fn() -> Option<f64>) -> Strin
         },
         "events_lagged": tracker.lagged.load(Ordering::Relaxed),
         "peak_rss_mb": round3(peak_rss_mb().unwrap_or(f64::NAN)),
+        "heap_live_mb": round3(heap::mb(heap::live())),
+        "heap_peak_mb": round3(heap::mb(heap::peak())),
+        "heap_empty_mb": round3(heap::mb(heap_empty)),
+        "heap_preloaded_mb": round3(heap::mb(heap_loaded)),
+        "heap_bytes_per_version": heap_per_version.round(),
     })
     .to_string();
 

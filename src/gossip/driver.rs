@@ -7,6 +7,7 @@
 //! channel and further messages for it are dropped (and counted), not queued without bound.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -115,11 +116,19 @@ enum Command {
     Queued(PeerId, oneshot::Sender<usize>),
 }
 
+/// Router events kept for a lagging [`Gossip::events`] receiver.
+const EVENTS_CAPACITY: usize = 4096;
+
+/// The router's events channel, made by the first [`Gossip::events`] call: a broadcast
+/// channel allocates all its slots at once (~0.9 MB for 4 096 events), and until someone
+/// listens there is nothing to send on it.
+type LazyEvents = Arc<OnceLock<broadcast::Sender<GossipEvent>>>;
+
 /// Handle to a node's gossip. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Gossip {
     cmd: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<GossipEvent>,
+    events: LazyEvents,
     local: PeerId,
     config: GossipsubConfig,
 }
@@ -151,7 +160,7 @@ impl Gossip {
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         router.randomize_heartbeat_phase(now(), &mut rng);
         let (cmd, cmd_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
+        let events = LazyEvents::default();
         let local = node.local_peer_id();
         let node_events = node.events();
         let mut driver = Driver {
@@ -242,7 +251,9 @@ impl Gossip {
     /// Every router event (deliveries, duplicates, rejections, grafts, prunes, drops,
     /// score band changes) from now on.
     pub fn events(&self) -> broadcast::Receiver<GossipEvent> {
-        self.events.subscribe()
+        self.events
+            .get_or_init(|| broadcast::channel(EVENTS_CAPACITY).0)
+            .subscribe()
     }
 }
 
@@ -251,7 +262,7 @@ struct Driver {
     node: NodeHandle,
     protocol: ProtocolId,
     subscriptions: HashMap<Topic, mpsc::Sender<Received>>,
-    events: broadcast::Sender<GossipEvent>,
+    events: LazyEvents,
     blocked: BTreeSet<PeerId>,
     rng: rand::rngs::StdRng,
     app_dropped: u64,
@@ -427,8 +438,8 @@ impl Driver {
                             }
                         }
                     }
-                    if self.events.receiver_count() > 0 {
-                        let _ = self.events.send(e);
+                    if let Some(tx) = self.events.get().filter(|tx| tx.receiver_count() > 0) {
+                        let _ = tx.send(e);
                     }
                 }
                 Action::Dial { peer, addrs } => {

@@ -7,7 +7,7 @@
 //! never stalls the DHT.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -84,11 +84,19 @@ pub struct DhtPersistence {
     pub sink: mpsc::UnboundedSender<Persisted>,
 }
 
+/// DHT events kept for a lagging [`Dht::events`] receiver.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// The DHT's events channel, made by the first [`Dht::events`] call: a broadcast channel
+/// allocates all its slots at once (~150 KB for 1 024 events), and until someone listens
+/// every event sent on it is dropped anyway.
+type LazyEvents = Arc<OnceLock<broadcast::Sender<KadEvent>>>;
+
 /// Handle to a node's DHT. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Dht {
     cmd: mpsc::UnboundedSender<Command>,
-    events: broadcast::Sender<KadEvent>,
+    events: LazyEvents,
     local: PeerId,
 }
 
@@ -148,7 +156,7 @@ impl Dht {
             }
         }
         let (cmd, cmd_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(1024);
+        let events = LazyEvents::default();
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let node_events = node.events();
         let mut driver = Driver {
@@ -176,7 +184,9 @@ impl Dht {
 
     /// Every DHT event (query progress and results, routing table changes, stored records).
     pub fn events(&self) -> broadcast::Receiver<KadEvent> {
-        self.events.subscribe()
+        self.events
+            .get_or_init(|| broadcast::channel(EVENTS_CAPACITY).0)
+            .subscribe()
     }
 
     async fn run_op(
@@ -338,7 +348,7 @@ struct Driver {
     node: NodeHandle,
     protocol: ProtocolId,
     waiters: HashMap<QueryId, Waiter>,
-    events: broadcast::Sender<KadEvent>,
+    events: LazyEvents,
     failed_tx: mpsc::UnboundedSender<(PeerId, Message)>,
     rng: rand::rngs::StdRng,
     sink: Option<mpsc::UnboundedSender<Persisted>>,
@@ -450,7 +460,9 @@ impl Driver {
                         }
                         _ => {}
                     }
-                    let _ = self.events.send(e);
+                    if let Some(tx) = self.events.get() {
+                        let _ = tx.send(e);
+                    }
                 }
                 Action::Persist(p) => {
                     if let Some(tx) = &self.sink {

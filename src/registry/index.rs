@@ -153,17 +153,22 @@ struct Posting {
     tf: [u16; 3],
 }
 
+/// One version. What else is known of it is derived, not stored twice: its terms (the keys
+/// of its postings) by tokenizing the package again ([`fields`]), as [`Catalogue::remove`]
+/// does; its name slot, field lengths and tags below [`TAG_MASK_BITS`] are in its [`Hot`]
+/// entry; its version order key is parsed from `package.version` when versions are sorted.
 #[derive(Debug)]
 struct Doc {
     package: Package,
     fingerprint: [u8; 32],
-    name_id: u32,
-    version: VersionKey,
-    tags: Vec<String>,
-    lens: [u32; 3],
-    terms: Vec<Box<str>>,
+    /// Ids of its (lower-cased) tags from [`TAG_MASK_BITS`] on, ascending: empty (no
+    /// allocation) unless the catalogue knows more tags than the mask holds.
+    extra_tags: Box<[u32]>,
     bucket_hash: u64,
 }
+
+/// Tags with ids below this are in [`Hot::tag_mask`].
+const TAG_MASK_BITS: u32 = 64;
 
 /// Name-level scores of one search, dense by name slot.
 struct NameScores {
@@ -213,10 +218,11 @@ struct Hot {
 
 #[derive(Debug)]
 struct NameEntry {
-    name: String,
-    lname: String,
-    norm: String,
-    tokens: Vec<String>,
+    /// The name, lower-cased (what prefix and substring matches read). The name itself is
+    /// every version's `package.name`, and its normalised form is derived from it.
+    lname: Box<str>,
+    /// Ids of its distinct tokens (slots of `token_slots`).
+    tokens: Box<[u32]>,
     /// Doc slots, ascending by version.
     versions: Vec<u32>,
 }
@@ -249,7 +255,103 @@ pub struct Catalogue {
     tokens: HashMap<Box<str>, u32>,
     token_slots: Vec<Option<TokenEntry>>,
     free_tokens: Vec<u32>,
-    deletions: HashMap<u64, Vec<u32>>,
+    deletions: Deletions,
+}
+
+/// The symmetric-deletion index: deletion hash → the name tokens (ids) having it. Most
+/// hashes belong to one token, so the map holds that token's id inline; a hash shared by
+/// several tokens holds [`Deletions::SHARED`] there and its list in `shared`. (A map of
+/// `Vec`s costs a 24-byte `Vec` per entry and an allocation per hash: ~80 hashes per long
+/// token.) Keys are [`DeletionKey`]s, so that an entry takes 12 bytes rather than 16.
+#[derive(Debug, Default)]
+struct Deletions {
+    one: HashMap<DeletionKey, u32>,
+    shared: HashMap<DeletionKey, Vec<u32>>,
+}
+
+/// A 64-bit deletion hash stored as two `u32`s: aligned to 4, so that with a `u32` value
+/// a map entry is 12 bytes instead of the 16 (8 of key, 4 of value, 4 of padding) of a
+/// `u64` key. It hashes exactly as the `u64` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DeletionKey([u32; 2]);
+
+impl From<u64> for DeletionKey {
+    fn from(h: u64) -> Self {
+        Self([(h >> 32) as u32, h as u32])
+    }
+}
+
+impl std::hash::Hash for DeletionKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [hi, lo] = self.0;
+        state.write_u64((u64::from(hi) << 32) | u64::from(lo));
+    }
+}
+
+impl Deletions {
+    /// The marker of a shared hash in `one` (token ids are slot indices, far below it).
+    const SHARED: u32 = u32::MAX;
+
+    /// Token `tid` has deletion hash `h`.
+    fn add(&mut self, h: u64, tid: u32) {
+        let h = DeletionKey::from(h);
+        match self.one.get_mut(&h) {
+            None => {
+                self.one.insert(h, tid);
+            }
+            Some(&mut Self::SHARED) => self.shared.entry(h).or_default().push(tid),
+            Some(first) => {
+                let first = std::mem::replace(first, Self::SHARED);
+                self.shared.insert(h, vec![first, tid]);
+            }
+        }
+    }
+
+    /// Token `tid` no longer has deletion hash `h`.
+    fn remove(&mut self, h: u64, tid: u32) {
+        let h = DeletionKey::from(h);
+        match self.one.get(&h).copied() {
+            Some(Self::SHARED) => {
+                let Some(v) = self.shared.get_mut(&h) else {
+                    // A marker without a list (never the case): nothing left under it.
+                    self.one.remove(&h);
+                    return;
+                };
+                remove_from(v, &tid);
+                match v.as_slice() {
+                    [] => {
+                        self.shared.remove(&h);
+                        self.one.remove(&h);
+                    }
+                    [last] => {
+                        let last = *last;
+                        self.shared.remove(&h);
+                        self.one.insert(h, last);
+                    }
+                    _ => {}
+                }
+            }
+            Some(t) if t == tid => {
+                self.one.remove(&h);
+            }
+            _ => {}
+        }
+    }
+
+    /// The tokens having deletion hash `h`.
+    fn get(&self, h: u64) -> &[u32] {
+        let h = DeletionKey::from(h);
+        match self.one.get(&h) {
+            None => &[],
+            Some(&Self::SHARED) => self.shared.get(&h).map_or(&[][..], Vec::as_slice),
+            Some(t) => std::slice::from_ref(t),
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.one.is_empty() && self.shared.is_empty()
+    }
 }
 
 /// Lower-case tokens: maximal runs of alphanumeric characters.
@@ -258,6 +360,33 @@ pub fn tokenize(s: &str) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(str::to_lowercase)
         .collect()
+}
+
+/// The searchable fields of a package, tokenized: name, keywords + tags, description.
+fn fields(package: &Package) -> [Vec<String>; 3] {
+    [
+        tokenize(&package.name),
+        package
+            .metadata
+            .keywords
+            .iter()
+            .chain(&package.tags)
+            .flat_map(|s| tokenize(s))
+            .collect(),
+        tokenize(&package.description),
+    ]
+}
+
+/// Term frequencies per field of a package, by term.
+fn term_frequencies(fields: [Vec<String>; 3]) -> HashMap<String, [u16; 3]> {
+    let mut tfs: HashMap<String, [u16; 3]> = HashMap::new();
+    for (f, toks) in fields.into_iter().enumerate() {
+        for t in toks {
+            let e = tfs.entry(t).or_default();
+            e[f] = e[f].saturating_add(1);
+        }
+    }
+    tfs
 }
 
 fn normalise(s: &str) -> String {
@@ -430,38 +559,20 @@ impl Catalogue {
                 (self.docs.len() - 1) as u32
             }
         };
-        // Fields: name, keywords + tags, description.
-        let mut fields: [Vec<String>; 3] = [
-            tokenize(&package.name),
-            package
-                .metadata
-                .keywords
-                .iter()
-                .chain(&package.tags)
-                .flat_map(|s| tokenize(s))
-                .collect(),
-            tokenize(&package.description),
-        ];
+        let fields = fields(&package);
         let lens = [
             fields[0].len() as u32,
             fields[1].len() as u32,
             fields[2].len() as u32,
         ];
-        let mut tfs: HashMap<String, [u16; 3]> = HashMap::new();
-        for (f, toks) in fields.iter_mut().enumerate() {
-            for t in toks.drain(..) {
-                let e = tfs.entry(t).or_default();
-                e[f] = e[f].saturating_add(1);
+        for (t, tf) in term_frequencies(fields) {
+            let p = Posting { doc: slot, tf };
+            match self.postings.get_mut(t.as_str()) {
+                Some(list) => list.push(p),
+                None => {
+                    self.postings.insert(t.into_boxed_str(), vec![p]);
+                }
             }
-        }
-        let mut terms = Vec::with_capacity(tfs.len());
-        for (t, tf) in tfs {
-            let t: Box<str> = t.into();
-            self.postings
-                .entry(t.clone())
-                .or_default()
-                .push(Posting { doc: slot, tf });
-            terms.push(t);
         }
         for (f, l) in lens.iter().enumerate() {
             self.len_sums[f] += u64::from(*l);
@@ -475,13 +586,17 @@ impl Catalogue {
             .entry(package.category.to_lowercase())
             .or_insert(next_category);
         let mut tag_mask = 0u64;
-        for t in &tags {
+        let mut extra_tags = Vec::new();
+        for t in tags {
             let next = self.tag_ids.len() as u32;
-            let id = *self.tag_ids.entry(t.clone()).or_insert(next);
-            if id < 64 {
+            let id = *self.tag_ids.entry(t).or_insert(next);
+            if id < TAG_MASK_BITS {
                 tag_mask |= 1 << id;
+            } else {
+                extra_tags.push(id);
             }
         }
+        extra_tags.sort_unstable();
         if let Some(h) = self.hot.get_mut(slot as usize) {
             *h = Hot {
                 name_id,
@@ -493,18 +608,15 @@ impl Catalogue {
         }
         let doc = Doc {
             fingerprint,
-            name_id,
-            version: VersionKey::of(&package.version),
-            tags,
-            lens,
-            terms,
+            extra_tags: extra_tags.into_boxed_slice(),
             bucket_hash: bucket_hash(&package.id),
             package,
         };
         self.ids.insert(doc.package.id.clone(), slot);
         // `name_id_or_insert` has just made the name's slot live; versions are ordered by
         // (version, id), and a slot without a doc (none is ever listed) would sort first.
-        let key = (&doc.version, &doc.package.id);
+        let version = VersionKey::of(&doc.package.version);
+        let key = (&version, &doc.package.id);
         let docs = &self.docs;
         if let Some(entry) = self
             .name_slots
@@ -514,7 +626,7 @@ impl Catalogue {
             let pos = entry.versions.partition_point(|&s| {
                 docs.get(s as usize)
                     .and_then(Option::as_ref)
-                    .is_none_or(|d| (&d.version, &d.package.id) < key)
+                    .is_none_or(|d| (&VersionKey::of(&d.package.version), &d.package.id) < key)
             });
             entry.versions.insert(pos, slot);
             if let (Some(&last), Some(latest)) = (
@@ -545,20 +657,15 @@ impl Catalogue {
         let mut tokens = tokenize(name);
         tokens.sort_unstable();
         tokens.dedup();
-        let norm = normalise(name);
-        self.by_norm.entry(norm.clone()).or_default().push(id);
+        self.by_norm.entry(normalise(name)).or_default().push(id);
         for tri in trigrams_of(&lname) {
             self.trigrams.entry(tri).or_default().push(id);
         }
-        for t in &tokens {
-            self.add_name_token(t, id);
-        }
+        let tokens: Box<[u32]> = tokens.iter().map(|t| self.add_name_token(t, id)).collect();
         self.names.insert(name.to_string(), id);
         if let Some(e) = self.name_slots.get_mut(id as usize) {
             *e = Some(NameEntry {
-                name: name.to_string(),
-                lname,
-                norm,
+                lname: lname.into_boxed_str(),
                 tokens,
                 versions: Vec::new(),
             });
@@ -566,16 +673,18 @@ impl Catalogue {
         id
     }
 
-    fn add_name_token(&mut self, token: &str, name_id: u32) {
+    /// Adds `name_id` to the names having `token`; returns the token's id.
+    fn add_name_token(&mut self, token: &str, name_id: u32) -> u32 {
         // A token id whose slot is not live (never the case) is replaced by a new one below.
-        if let Some(entry) = self
-            .tokens
-            .get(token)
-            .and_then(|&tid| self.token_slots.get_mut(tid as usize))
-            .and_then(Option::as_mut)
-        {
-            entry.names.push(name_id);
-            return;
+        if let Some(&tid) = self.tokens.get(token) {
+            if let Some(entry) = self
+                .token_slots
+                .get_mut(tid as usize)
+                .and_then(Option::as_mut)
+            {
+                entry.names.push(name_id);
+                return tid;
+            }
         }
         let tid = match self.free_tokens.pop() {
             Some(s) => s,
@@ -588,7 +697,7 @@ impl Catalogue {
         let depth = token_depth(token.chars().count());
         if depth > 0 {
             for h in deletion_hashes(token, depth) {
-                self.deletions.entry(h).or_default().push(tid);
+                self.deletions.add(h, tid);
             }
         }
         self.tokens.insert(text.clone(), tid);
@@ -598,41 +707,38 @@ impl Catalogue {
                 names: vec![name_id],
             });
         }
+        tid
     }
 
-    fn remove_name_token(&mut self, token: &str, name_id: u32) {
-        let Some(&tid) = self.tokens.get(token) else {
-            return;
-        };
+    /// Removes `name_id` from the names having token `tid`; the token goes when none has it.
+    fn remove_name_token(&mut self, tid: u32, name_id: u32) {
         let Some(slot) = self.token_slots.get_mut(tid as usize) else {
             return;
         };
         let Some(entry) = slot.as_mut() else {
             // A stale id (never the case): forget it, without freeing a slot twice.
-            self.tokens.remove(token);
+            self.tokens.retain(|_, t| *t != tid);
             return;
         };
         remove_from(&mut entry.names, &name_id);
         if !entry.names.is_empty() {
             return;
         }
-        *slot = None;
-        let depth = token_depth(token.chars().count());
+        let Some(TokenEntry { text, .. }) = slot.take() else {
+            return;
+        };
+        let depth = token_depth(text.chars().count());
         if depth > 0 {
-            for h in deletion_hashes(token, depth) {
-                if let Some(v) = self.deletions.get_mut(&h) {
-                    remove_from(v, &tid);
-                    if v.is_empty() {
-                        self.deletions.remove(&h);
-                    }
-                }
+            for h in deletion_hashes(&text, depth) {
+                self.deletions.remove(h, tid);
             }
         }
-        self.tokens.remove(token);
+        self.tokens.remove(&text);
         self.free_tokens.push(tid);
     }
 
-    fn remove_name(&mut self, name_id: u32) {
+    /// Removes name slot `name_id`, whose name is `name`, from every name index.
+    fn remove_name(&mut self, name_id: u32, name: &str) {
         let Some(entry) = self
             .name_slots
             .get_mut(name_id as usize)
@@ -643,11 +749,12 @@ impl Catalogue {
         if let Some(latest) = self.name_latest.get_mut(name_id as usize) {
             *latest = NONE;
         }
-        self.names.remove(&entry.name);
-        if let Some(v) = self.by_norm.get_mut(&entry.norm) {
+        self.names.remove(name);
+        let norm = normalise(name);
+        if let Some(v) = self.by_norm.get_mut(&norm) {
             remove_from(v, &name_id);
             if v.is_empty() {
-                self.by_norm.remove(&entry.norm);
+                self.by_norm.remove(&norm);
             }
         }
         for tri in trigrams_of(&entry.lname) {
@@ -658,7 +765,7 @@ impl Catalogue {
                 }
             }
         }
-        for t in &entry.tokens {
+        for &t in &entry.tokens {
             self.remove_name_token(t, name_id);
         }
         self.free_names.push(name_id);
@@ -669,20 +776,22 @@ impl Catalogue {
         let slot = self.ids.remove(id)?;
         let doc = self.docs.get_mut(slot as usize).and_then(Option::take)?;
         self.free_docs.push(slot);
-        for t in &doc.terms {
-            if let Some(p) = self.postings.get_mut(t) {
+        // A live doc's hot entry is its own (written with it, left as is until reused).
+        let hot = self.hot.get(slot as usize).copied().unwrap_or_default();
+        for t in term_frequencies(fields(&doc.package)).keys() {
+            if let Some(p) = self.postings.get_mut(t.as_str()) {
                 if let Some(i) = p.iter().position(|p| p.doc == slot) {
                     p.swap_remove(i);
                 }
                 if p.is_empty() {
-                    self.postings.remove(t);
+                    self.postings.remove(t.as_str());
                 }
             }
         }
-        for (sum, l) in self.len_sums.iter_mut().zip(doc.lens) {
+        for (sum, l) in self.len_sums.iter_mut().zip(hot.lens) {
             *sum = sum.saturating_sub(u64::from(l));
         }
-        let n = doc.name_id;
+        let n = hot.name_id;
         let last = self
             .name_slots
             .get_mut(n as usize)
@@ -695,7 +804,7 @@ impl Catalogue {
             });
         match (last, self.name_latest.get_mut(n as usize)) {
             (Some(Some(l)), Some(latest)) => *latest = l,
-            (Some(None), _) => self.remove_name(n),
+            (Some(None), _) => self.remove_name(n, &doc.package.name),
             _ => {}
         }
         Some(doc.package)
@@ -839,14 +948,15 @@ impl Catalogue {
         let mut tags: Vec<String> = q.tags.iter().map(|t| t.to_lowercase()).collect();
         tags.sort_unstable();
         tags.dedup();
-        // Tags by interned id: a mask check when every id is below 64.
+        // Tags by interned id: a mask check for ids below TAG_MASK_BITS, the version's
+        // sorted `extra_tags` for the others.
         let mut tag_query_mask = 0u64;
-        let mut tags_masked = true;
+        let mut extra_query_tags = Vec::new();
         for t in &tags {
             match self.tag_ids.get(t) {
                 None => return Vec::new(),
-                Some(&id) if id < 64 => tag_query_mask |= 1 << id,
-                Some(_) => tags_masked = false,
+                Some(&id) if id < TAG_MASK_BITS => tag_query_mask |= 1 << id,
+                Some(&id) => extra_query_tags.push(id),
             }
         }
         let min_downloads = q.min_downloads.unwrap_or(0);
@@ -858,10 +968,12 @@ impl Catalogue {
             h.downloads >= min_downloads
                 && category.is_none_or(|c| c == h.category)
                 && (h.tag_mask & tag_query_mask) == tag_query_mask
-                && (tags_masked
-                    || self
-                        .doc(s)
-                        .is_some_and(|d| tags.iter().all(|t| d.tags.binary_search(t).is_ok())))
+                && (extra_query_tags.is_empty()
+                    || self.doc(s).is_some_and(|d| {
+                        extra_query_tags
+                            .iter()
+                            .all(|id| d.extra_tags.binary_search(id).is_ok())
+                    }))
         };
         let pick = |name_id: u32| -> Option<u32> {
             let latest = self
@@ -1052,7 +1164,7 @@ impl Catalogue {
                 };
                 let mut seen: Vec<u32> = Vec::new();
                 for h in deletion_hashes(t, maxd) {
-                    for &tid in self.deletions.get(&h).into_iter().flatten() {
+                    for &tid in self.deletions.get(h) {
                         if seen.contains(&tid) {
                             continue;
                         }
@@ -1081,11 +1193,13 @@ impl Catalogue {
                     }
                 }
             }
+            // Names with `t` among their tokens have their (stronger) token score already.
+            let tid = self.tokens.get(t.as_str()).copied();
             for (&n, &w) in &best {
                 let Some(e) = self.name_entry(n) else {
                     continue;
                 };
-                if e.tokens.binary_search(t).is_err() {
+                if !tid.is_some_and(|tid| e.tokens.contains(&tid)) {
                     name_score.add(n, w);
                 }
             }
@@ -1138,6 +1252,74 @@ mod tests {
 
     fn names(r: &[SearchResult]) -> Vec<&str> {
         r.iter().map(|r| r.package.name.as_str()).collect()
+    }
+
+    /// Every index is empty once every version is removed, whatever the order, with terms,
+    /// tokens and deletion hashes shared among versions and names.
+    #[test]
+    fn removing_every_version_empties_every_index() {
+        let words = [
+            "Async", "http", "tokio", "tokoi", "serde", "json", "json-rpc", "x",
+        ];
+        let mut c = Catalogue::new();
+        let mut ids = Vec::new();
+        for i in 0..60usize {
+            let w = |k: usize| words[(i * 7 + k * 3) % words.len()];
+            let name = format!("{}-{}{}", w(0).to_lowercase(), w(1), i % 9);
+            let mut p = rich(
+                &name,
+                &format!("{} {} {} {}", w(2), w(3), w(2), w(4)),
+                w(5),
+                &[w(6), w(1)],
+                &[w(7), w(0)],
+                i as u64,
+            );
+            p.version = format!("0.{}.0", i % 3);
+            ids.push(p.canonical_id());
+            c.insert(p);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(c.len(), ids.len());
+        // A fixed shuffle.
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, i * 31 % (i + 1));
+        }
+        for id in &ids {
+            assert!(c.remove(id).is_some(), "{id}");
+        }
+        assert!(c.is_empty() && c.names.is_empty() && c.by_norm.is_empty());
+        assert!(c.postings.is_empty() && c.tokens.is_empty() && c.trigrams.is_empty());
+        assert!(c.deletions.is_empty());
+        assert_eq!(c.len_sums, [0, 0, 0]);
+    }
+
+    #[test]
+    fn deletion_index_shares_and_unshares_hashes() {
+        let mut d = Deletions::default();
+        d.add(1, 7);
+        d.add(2, 7);
+        assert_eq!((d.get(1), d.get(3)), (&[7][..], &[][..]));
+        d.add(1, 8);
+        d.add(1, 9);
+        let mut shared = d.get(1).to_vec();
+        shared.sort_unstable();
+        assert_eq!(shared, [7, 8, 9]);
+        d.remove(1, 8);
+        d.remove(1, 8);
+        d.remove(1, 7);
+        assert_eq!(d.get(1), &[9]);
+        assert!(d.shared.is_empty(), "one token left: back inline");
+        d.remove(1, 3);
+        assert_eq!(d.get(1), &[9]);
+        d.remove(1, 9);
+        d.remove(2, 7);
+        assert!(d.is_empty());
+        // Keys far apart in their high and low halves stay distinct.
+        d.add(1 << 32, 4);
+        d.add(1, 5);
+        assert_eq!((d.get(1 << 32), d.get(1)), (&[4][..], &[5][..]));
+        assert_eq!(std::mem::size_of::<(DeletionKey, u32)>(), 12);
     }
 
     #[test]

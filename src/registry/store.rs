@@ -65,8 +65,10 @@ use crate::rpc::content::ContentHash;
 
 /// The schema this build writes. A store with a newer version is refused.
 pub const SCHEMA_VERSION: u32 = 1;
-/// redb page cache per store (see [`Store::open`]).
-const CACHE_BYTES: usize = 8 << 20;
+/// redb page cache per store (see [`Store::open`]): 0.9 MiB of read cache, where the
+/// B-trees' interior pages (read by every write) stay, and 0.1 MiB of write buffer (redb
+/// writes pages out early when a transaction dirties more, then syncs at commit as ever).
+const CACHE_BYTES: usize = 1 << 20;
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "registry.redb";
 /// The identity file's name inside the data directory (the CLI uses the same).
@@ -424,8 +426,9 @@ impl Store {
         let path = dir.join(DB_FILE);
         // redb's default page cache is 1 GiB per database, filled by every page written and
         // never shrunk. The registry keeps its catalogue in memory and reads the store only at
-        // start, so a small cache (the B-tree's interior pages and a write batch) is enough;
-        // with many nodes in one process the default would cost tens of MB per node.
+        // start, so a small cache (the B-trees' interior pages) is enough: leaf pages come
+        // from the kernel's page cache when a write needs them. Every page written goes
+        // into the cache until it is full, so its size is what every node holds.
         let db = match redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
