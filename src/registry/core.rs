@@ -649,7 +649,7 @@ impl RegistryCore {
     }
 
     /// The store write of a local publish or statement finished.
-    pub fn handle_persisted(&mut self, now: Instant, ticket: Ticket, result: Result<(), String>) {
+    pub fn handle_persisted(&mut self, _now: Instant, ticket: Ticket, result: Result<(), String>) {
         let Some(p) = self.pending.remove(&ticket) else {
             return;
         };
@@ -677,7 +677,7 @@ impl RegistryCore {
                 });
             }
             (Pending::Record(record), Err(e)) => {
-                self.undo_local(now, &record);
+                self.undo_local(&record);
                 self.effects.push_back(Effect::Done {
                     ticket,
                     result: Err(RegistryError::Storage(e)),
@@ -1139,8 +1139,7 @@ impl RegistryCore {
     }
 
     /// Undoes a local publish whose store write failed.
-    fn undo_local(&mut self, now: Instant, record: &Arc<SignedPackage>) {
-        let _ = now;
+    fn undo_local(&mut self, record: &Arc<SignedPackage>) {
         let id = record.package.id.clone();
         if self
             .records

@@ -215,7 +215,7 @@ async fn run(
                     let _ = reply.send(());
                     return;
                 }
-                handle(&mut core, &s, &mut waiting, c);
+                handle(&mut core, &mut waiting, c);
             }
             ev = node_events.recv() => match ev {
                 Ok(NodeEvent::ConnectionEstablished { peer, .. }) => {
@@ -252,12 +252,7 @@ enum Waiter {
     Statement(Reply<Result<()>>),
 }
 
-fn handle(
-    core: &mut RegistryCore,
-    s: &Services,
-    waiting: &mut HashMap<Ticket, Waiter>,
-    c: Command,
-) {
+fn handle(core: &mut RegistryCore, waiting: &mut HashMap<Ticket, Waiter>, c: Command) {
     match c {
         Command::Publish {
             package,
@@ -337,7 +332,6 @@ fn handle(
         Command::Persisted(t, result) => core.handle_persisted(now(), t, result),
         Command::Shutdown(_) => {}
     }
-    let _ = s;
 }
 
 /// Announcements to publish, in the order the core made them.
