@@ -77,6 +77,10 @@ const MAX_LOGS_ANSWER_BYTES: usize = 12 << 20;
 const POLL_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Peers remembered for polls (connected or recently lost).
 const MAX_REMEMBERED_PEERS: usize = 1024;
+/// Failed requests an anti-entropy round retries before it gives up on the peer.
+const MAX_SYNC_RETRIES: u8 = 3;
+/// The most peers a wide poll asks.
+const MAX_WIDE_POLL: usize = 64;
 
 /// What the core needs of the registry configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,6 +196,9 @@ struct NameState {
     rivals: Vec<Arc<SignedPackage>>,
     /// When to poll next (pending names only).
     poll_at: Option<Instant>,
+    /// The last poll saw a peer report another claimant settled: the next poll asks every
+    /// connected peer, so a few liars cannot stand for the network.
+    poll_wide: bool,
     /// Applied statements, in order.
     log: Vec<Arc<NameStatement>>,
     /// The owner after the log.
@@ -214,6 +221,7 @@ impl NameState {
             settled: false,
             rivals: Vec::new(),
             poll_at: None,
+            poll_wide: false,
             log: Vec::new(),
             owner: claimant,
             maintainers: HashSet::new(),
@@ -297,6 +305,12 @@ fn tie_rank(name: &str, key: &PeerId) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// How many of a wide poll's `answered` peers must report another claimant settled to
+/// stop this node from settling its own: at least two, and at least a quarter.
+fn settled_elsewhere_quorum(answered: usize) -> usize {
+    answered.div_ceil(4).max(2)
+}
+
 /// An anti-entropy round with one peer.
 #[derive(Debug, Default)]
 struct SyncRound {
@@ -304,6 +318,8 @@ struct SyncRound {
     wanted: VecDeque<String>,
     logs_asked: bool,
     logs_wanted: VecDeque<String>,
+    /// Failed requests retried so far in this round.
+    retries: u8,
 }
 
 /// An ownership poll in flight.
@@ -318,6 +334,8 @@ struct Poll {
     /// while it was out (the sample no longer stands for this node's peers: a split may
     /// have healed).
     no_settle: bool,
+    /// Every connected peer was asked (up to [`MAX_WIDE_POLL`]), not a sample.
+    wide: bool,
     /// Per name: voter → the claimant it holds, and whether it settled it.
     votes: HashMap<String, HashMap<PeerId, (PeerId, bool)>>,
     deadline: Instant,
@@ -338,6 +356,8 @@ pub struct CoreStats {
     pub settled: u64,
     /// Sync rounds completed.
     pub sync_rounds: u64,
+    /// Anti-entropy requests sent again after a failure.
+    pub sync_retries: u64,
     /// Polls completed.
     pub polls: u64,
     /// Encoded bytes of sync and poll answers received.
@@ -353,7 +373,7 @@ pub struct RegistryCore {
     config: CoreConfig,
     records: HashMap<String, Arc<SignedPackage>>,
     names: HashMap<String, NameState>,
-    catalogue: Option<Catalogue>,
+    catalogue: Option<Catalogue<Arc<SignedPackage>>>,
     /// Anti-entropy digests of the catalogue, one per bucket (see `toggle_digest`).
     digests: Vec<[u8; 32]>,
     providers: HashMap<ContentHash, HashSet<PeerId>>,
@@ -394,7 +414,7 @@ impl RegistryCore {
     pub fn new(keypair: Keypair, config: CoreConfig) -> Self {
         let me = keypair.peer_id();
         RegistryCore {
-            catalogue: config.full.then(Catalogue::new),
+            catalogue: config.full.then(Catalogue::default),
             digests: vec![EMPTY_BUCKET; usize::from(SYNC_BUCKETS)],
             keypair,
             me,
@@ -802,7 +822,22 @@ impl RegistryCore {
                 self.maybe_finish_poll(now);
             }
             _ => {
-                self.rounds.remove(&peer);
+                // A lost answer costs a retry of the same step, not the round; a peer that
+                // keeps failing (or has gone) ends it.
+                let retry = self.connected.contains_key(&peer)
+                    && self.rounds.get_mut(&peer).is_some_and(|r| {
+                        r.retries += 1;
+                        r.retries <= MAX_SYNC_RETRIES
+                    });
+                if retry {
+                    self.stats.sync_retries += 1;
+                    self.effects.push_back(Effect::Request {
+                        peer,
+                        request: request.clone(),
+                    });
+                } else {
+                    self.rounds.remove(&peer);
+                }
             }
         }
     }
@@ -873,7 +908,7 @@ impl RegistryCore {
 
     /// Catalogue entries (0 on a light node).
     pub fn catalogue_len(&self) -> usize {
-        self.catalogue.as_ref().map_or(0, Catalogue::len)
+        self.catalogue.as_ref().map_or(0, |c| c.len())
     }
 
     /// Searches the catalogue; `peer_count` is the known providers of the content.
@@ -1079,7 +1114,7 @@ impl RegistryCore {
                 toggle_digest(&mut self.digests, &id, &old);
             }
             toggle_digest(&mut self.digests, &id, &fp);
-            c.insert_with_fingerprint(record.package.clone(), fp);
+            c.insert_entry(record.clone(), fp);
         }
         batch.put_record(&id, &record.encode());
         if record.publisher == self.me {
@@ -1423,7 +1458,19 @@ impl RegistryCore {
             .collect();
         candidates.sort();
         candidates.dedup();
-        let k = self.config.ownership.poll_peers.min(candidates.len());
+        let wide = names
+            .iter()
+            .any(|n| self.names.get(n).is_some_and(|s| s.poll_wide));
+        if wide {
+            // Every connected peer (a lost one cannot answer a wide poll).
+            candidates.retain(|p| self.connected.contains_key(p));
+        }
+        let k = if wide {
+            MAX_WIDE_POLL
+        } else {
+            self.config.ownership.poll_peers
+        }
+        .min(candidates.len());
         for i in 0..k {
             let j = i + (rng.next_u64() % (candidates.len() - i) as u64) as usize;
             candidates.swap(i, j);
@@ -1454,6 +1501,7 @@ impl RegistryCore {
             waiting,
             unreachable,
             no_settle: self.cut_off(),
+            wide,
             votes: HashMap::new(),
             deadline: now + POLL_ANSWER_TIMEOUT,
         });
@@ -1582,11 +1630,18 @@ impl RegistryCore {
                 continue;
             };
             // A peer that settled another claimant never gives it up: settling ours would
-            // split the name for sure.
-            let settled_elsewhere = poll.votes.get(name).is_some_and(|v| {
-                v.values()
-                    .any(|(owner, settled)| *settled && *owner != state.claimant)
+            // split the name for sure. But one report may be a lie: it sends the next poll
+            // to every connected peer, and there it blocks only when it is no lone voice.
+            let (answered, elsewhere) = poll.votes.get(name).map_or((0, 0), |v| {
+                let elsewhere = v
+                    .values()
+                    .filter(|(owner, settled)| *settled && *owner != state.claimant)
+                    .count();
+                (v.len(), elsewhere)
             });
+            let settled_elsewhere =
+                elsewhere > 0 && (!poll.wide || elsewhere >= settled_elsewhere_quorum(answered));
+            state.poll_wide = elsewhere > 0;
             if window_over && majority_for == Some(state.claimant) && !cut_off && !settled_elsewhere
             {
                 state.settled = true;
@@ -2175,6 +2230,119 @@ mod tests {
             }
         }
         panic!("lost {lost}: no poll sampled two reachable peers");
+    }
+
+    /// A core with five peers (all in every sample) that hold Bob's claim of a name,
+    /// except the first `elsewhere`, which report Mallory's claim settled. Runs a minute of
+    /// polls; whether Bob's claim settled, and how many wide polls asked all five.
+    fn polls_with_reports_of_another_owner(elsewhere: usize) -> (bool, usize) {
+        let mut core = RegistryCore::new(Keypair::generate(), config());
+        let peers: Vec<PeerId> = (0..5).map(|_| Keypair::generate().peer_id()).collect();
+        let (mut now, wall) = (Instant::now(), Utc::now());
+        for p in &peers {
+            core.handle_connected(now, *p);
+        }
+        let (bob, mallory) = (Keypair::generate(), Keypair::generate());
+        core.handle_gossip(now, wall, peers[4], signed(&bob, "kit", "1.0.0", wall))
+            .unwrap();
+        let mallory_claim = signed(&mallory, "kit", "1.0.0", wall).encode();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut wide = 0;
+        for _ in 0..60 {
+            now += Duration::from_secs(1);
+            core.handle_timeout(now, &mut rng);
+            let mut asked = Vec::new();
+            while let Some(e) = core.poll_effect() {
+                if let Effect::Request {
+                    peer,
+                    request: SyncRequest::Owners(_),
+                } = e
+                {
+                    asked.push(peer);
+                }
+            }
+            if asked.len() == peers.len() && core.poll.as_ref().is_some_and(|p| p.wide) {
+                wide += 1;
+            }
+            for p in asked {
+                let i = peers.iter().position(|q| *q == p).unwrap();
+                let answer = if i < elsewhere {
+                    OwnerAnswer {
+                        name: "kit".into(),
+                        owner: Some(mallory.peer_id()),
+                        settled: true,
+                        claim: Some(mallory_claim.clone()),
+                    }
+                } else {
+                    OwnerAnswer {
+                        name: "kit".into(),
+                        owner: Some(bob.peer_id()),
+                        settled: false,
+                        claim: None,
+                    }
+                };
+                core.handle_response(now, wall, p, SyncResponse::Owners(vec![answer]));
+            }
+            core.check_invariants().unwrap();
+        }
+        let (owner, settled, _) = core.owner_of("kit").unwrap();
+        assert_eq!(owner, bob.peer_id(), "the majority's claim is held");
+        (settled, wide)
+    }
+
+    #[test]
+    fn one_peer_lying_that_another_owner_settled_cannot_stop_a_name_from_settling() {
+        let (settled, wide) = polls_with_reports_of_another_owner(1);
+        assert!(settled, "a lone liar kept the name from settling");
+        assert!(wide >= 1, "the report did not widen the poll");
+    }
+
+    #[test]
+    fn a_quarter_of_the_peers_having_settled_another_owner_stops_settling() {
+        let (settled, wide) = polls_with_reports_of_another_owner(2);
+        assert!(!settled, "settled against peers that settled another owner");
+        assert!(wide >= 1, "the reports did not widen the poll");
+        let (settled, _) = polls_with_reports_of_another_owner(0);
+        assert!(settled, "with no report the name settles");
+    }
+
+    #[test]
+    fn a_failed_sync_step_is_retried_and_the_round_goes_on() {
+        let mut net = Net::new(2);
+        net.publish(0, "kit", "1.0.0").unwrap();
+        // Node 1 lost the announcement: its round with node 0 must fetch the record even
+        // though the first two requests of the step fail.
+        let mut lone = RegistryCore::new(Keypair::generate(), config());
+        let peer = net.cores[0].local_peer_id();
+        let (mut now, wall) = (net.now, net.wall);
+        lone.handle_connected(now, peer);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut failures = 0;
+        for _ in 0..100 {
+            now += Duration::from_secs(1);
+            lone.handle_timeout(now, &mut rng);
+            while let Some(e) = lone.poll_effect() {
+                let Effect::Request { peer: to, request } = e else {
+                    continue;
+                };
+                assert_eq!(to, peer);
+                if matches!(request, SyncRequest::Records(_)) && failures < 2 {
+                    failures += 1;
+                    lone.handle_request_failed(now, to, &request);
+                    continue;
+                }
+                let me = lone.local_peer_id();
+                let answer = net.cores[0].handle_request(now, me, request);
+                lone.handle_response(now, wall, to, answer);
+            }
+            if lone.record("kit@1.0.0").is_some() {
+                break;
+            }
+        }
+        assert_eq!(failures, 2);
+        assert!(lone.record("kit@1.0.0").is_some(), "the round gave up");
+        assert_eq!(lone.stats().sync_retries, 2);
+        lone.check_invariants().unwrap();
     }
 
     #[test]

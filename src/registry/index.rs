@@ -88,6 +88,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 
+use super::signed::SignedPackage;
 use super::types::{Package, Query, SearchResult};
 
 /// Query terms beyond this many are ignored (keeps `exact` dominant, see the module docs).
@@ -158,13 +159,38 @@ struct Posting {
 /// does; its name slot, field lengths and tags below [`TAG_MASK_BITS`] are in its [`Hot`]
 /// entry; its version order key is parsed from `package.version` when versions are sorted.
 #[derive(Debug)]
-struct Doc {
-    package: Package,
+struct Doc<E> {
+    entry: E,
     fingerprint: [u8; 32],
     /// Ids of its (lower-cased) tags from [`TAG_MASK_BITS`] on, ascending: empty (no
     /// allocation) unless the catalogue knows more tags than the mask holds.
     extra_tags: Box<[u32]>,
     bucket_hash: u64,
+}
+
+impl<E: CatalogueEntry> Doc<E> {
+    fn package(&self) -> &Package {
+        self.entry.package()
+    }
+}
+
+/// What the catalogue keeps of a version: the package itself, or a record that holds it
+/// and that its owner shares with the catalogue (so that a full node keeps one copy).
+pub trait CatalogueEntry {
+    /// The package this entry describes.
+    fn package(&self) -> &Package;
+}
+
+impl CatalogueEntry for Package {
+    fn package(&self) -> &Package {
+        self
+    }
+}
+
+impl CatalogueEntry for std::sync::Arc<SignedPackage> {
+    fn package(&self) -> &Package {
+        &self.package
+    }
 }
 
 /// Tags with ids below this are in [`Hot::tag_mask`].
@@ -235,9 +261,12 @@ struct TokenEntry {
 
 /// The local catalogue of package versions, with search and anti-entropy digests.
 /// See the [module docs](self) for the scoring.
-#[derive(Debug, Default)]
-pub struct Catalogue {
-    docs: Vec<Option<Doc>>,
+///
+/// `E` is what it keeps per version: a [`Package`] by default, or a shared record (see
+/// [`CatalogueEntry`]).
+#[derive(Debug)]
+pub struct Catalogue<E = Package> {
+    docs: Vec<Option<Doc<E>>>,
     hot: Vec<Hot>,
     free_docs: Vec<u32>,
     categories: HashMap<String, u32>,
@@ -256,6 +285,31 @@ pub struct Catalogue {
     token_slots: Vec<Option<TokenEntry>>,
     free_tokens: Vec<u32>,
     deletions: Deletions,
+}
+
+impl<E> Default for Catalogue<E> {
+    fn default() -> Self {
+        Catalogue {
+            docs: Vec::new(),
+            hot: Vec::new(),
+            free_docs: Vec::new(),
+            categories: HashMap::new(),
+            tag_ids: HashMap::new(),
+            ids: BTreeMap::new(),
+            names: BTreeMap::new(),
+            name_slots: Vec::new(),
+            name_latest: Vec::new(),
+            free_names: Vec::new(),
+            by_norm: HashMap::new(),
+            postings: HashMap::new(),
+            len_sums: [0; 3],
+            trigrams: HashMap::new(),
+            tokens: HashMap::new(),
+            token_slots: Vec::new(),
+            free_tokens: Vec::new(),
+            deletions: Deletions::default(),
+        }
+    }
 }
 
 /// The symmetric-deletion index: deletion hash → the name tokens (ids) having it. Most
@@ -488,24 +542,9 @@ fn remove_from<T: PartialEq>(v: &mut Vec<T>, x: &T) {
 }
 
 impl Catalogue {
-    /// An empty catalogue.
+    /// An empty catalogue of packages.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Package versions held.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Whether no version is held.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// Distinct package names held.
-    pub fn name_count(&self) -> usize {
-        self.names.len()
     }
 
     /// Inserts a version with the fingerprint SHA-256(postcard(package)). See
@@ -530,6 +569,42 @@ impl Catalogue {
         fingerprint: [u8; 32],
     ) -> InsertOutcome {
         package.id = package.canonical_id();
+        self.insert_entry(package, fingerprint)
+    }
+
+    /// The digest of a bucket that holds nothing (what [`Catalogue::bucket_digests`] gives
+    /// an empty bucket): a peer reporting it for a bucket has nothing there for us.
+    pub fn empty_bucket_digest() -> [u8; 32] {
+        Sha256::new().finalize().into()
+    }
+
+    /// The bucket (of `buckets`) that holds `id`. `buckets` must be non-zero.
+    pub fn bucket_of(id: &str, buckets: u16) -> u16 {
+        (bucket_hash(id) % u64::from(buckets.max(1))) as u16
+    }
+}
+
+impl<E: CatalogueEntry> Catalogue<E> {
+    /// Package versions held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no version is held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Distinct package names held.
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Inserts (or replaces) a version under its package's id (`name@version`, which the
+    /// caller keeps canonical, see [`Package::canonical_id`]), whose record has this
+    /// fingerprint.
+    pub fn insert_entry(&mut self, entry: E, fingerprint: [u8; 32]) -> InsertOutcome {
+        let package = entry.package();
         let mut outcome = if self.names.contains_key(&package.name) {
             InsertOutcome::NewVersion
         } else {
@@ -538,18 +613,20 @@ impl Catalogue {
         if let Some(&slot) = self.ids.get(&package.id) {
             if self
                 .doc(slot)
-                .is_some_and(|d| d.fingerprint == fingerprint && d.package == package)
+                .is_some_and(|d| d.fingerprint == fingerprint && d.package() == package)
             {
                 return InsertOutcome::Unchanged;
             }
-            self.remove(&package.id.clone());
+            let id = package.id.clone();
+            self.remove(&id);
             outcome = InsertOutcome::Replaced;
         }
-        self.add_doc(package, fingerprint);
+        self.add_doc(entry, fingerprint);
         outcome
     }
 
-    fn add_doc(&mut self, package: Package, fingerprint: [u8; 32]) {
+    fn add_doc(&mut self, entry: E, fingerprint: [u8; 32]) {
+        let package = entry.package();
         let name_id = self.name_id_or_insert(&package.name);
         let slot = match self.free_docs.pop() {
             Some(s) => s,
@@ -559,7 +636,7 @@ impl Catalogue {
                 (self.docs.len() - 1) as u32
             }
         };
-        let fields = fields(&package);
+        let fields = fields(package);
         let lens = [
             fields[0].len() as u32,
             fields[1].len() as u32,
@@ -606,17 +683,18 @@ impl Catalogue {
                 tag_mask,
             };
         }
+        let bucket_hash = bucket_hash(&package.id);
         let doc = Doc {
             fingerprint,
             extra_tags: extra_tags.into_boxed_slice(),
-            bucket_hash: bucket_hash(&package.id),
-            package,
+            bucket_hash,
+            entry,
         };
-        self.ids.insert(doc.package.id.clone(), slot);
+        self.ids.insert(doc.package().id.clone(), slot);
         // `name_id_or_insert` has just made the name's slot live; versions are ordered by
         // (version, id), and a slot without a doc (none is ever listed) would sort first.
-        let version = VersionKey::of(&doc.package.version);
-        let key = (&version, &doc.package.id);
+        let version = VersionKey::of(&doc.package().version);
+        let key = (&version, &doc.package().id);
         let docs = &self.docs;
         if let Some(entry) = self
             .name_slots
@@ -626,7 +704,7 @@ impl Catalogue {
             let pos = entry.versions.partition_point(|&s| {
                 docs.get(s as usize)
                     .and_then(Option::as_ref)
-                    .is_none_or(|d| (&VersionKey::of(&d.package.version), &d.package.id) < key)
+                    .is_none_or(|d| (&VersionKey::of(&d.package().version), &d.package().id) < key)
             });
             entry.versions.insert(pos, slot);
             if let (Some(&last), Some(latest)) = (
@@ -772,13 +850,13 @@ impl Catalogue {
     }
 
     /// Removes the version with this id (`name@version`), returning it.
-    pub fn remove(&mut self, id: &str) -> Option<Package> {
+    pub fn remove(&mut self, id: &str) -> Option<E> {
         let slot = self.ids.remove(id)?;
         let doc = self.docs.get_mut(slot as usize).and_then(Option::take)?;
         self.free_docs.push(slot);
         // A live doc's hot entry is its own (written with it, left as is until reused).
         let hot = self.hot.get(slot as usize).copied().unwrap_or_default();
-        for t in term_frequencies(fields(&doc.package)).keys() {
+        for t in term_frequencies(fields(doc.package())).keys() {
             if let Some(p) = self.postings.get_mut(t.as_str()) {
                 if let Some(i) = p.iter().position(|p| p.doc == slot) {
                     p.swap_remove(i);
@@ -804,15 +882,15 @@ impl Catalogue {
             });
         match (last, self.name_latest.get_mut(n as usize)) {
             (Some(Some(l)), Some(latest)) => *latest = l,
-            (Some(None), _) => self.remove_name(n, &doc.package.name),
+            (Some(None), _) => self.remove_name(n, &doc.package().name),
             _ => {}
         }
-        Some(doc.package)
+        Some(doc.entry)
     }
 
     /// The doc in `slot`. Every slot listed by `ids`, a name's `versions`, `name_latest` or
     /// the postings is live: `None` only for a free or unknown slot, which callers skip.
-    fn doc(&self, slot: u32) -> Option<&Doc> {
+    fn doc(&self, slot: u32) -> Option<&Doc<E>> {
         self.docs.get(slot as usize)?.as_ref()
     }
 
@@ -826,7 +904,15 @@ impl Catalogue {
         self.ids
             .get(id)
             .and_then(|&s| self.doc(s))
-            .map(|d| &d.package)
+            .map(|d| d.package())
+    }
+
+    /// The entry kept for the version with this id.
+    pub fn get_entry(&self, id: &str) -> Option<&E> {
+        self.ids
+            .get(id)
+            .and_then(|&s| self.doc(s))
+            .map(|d| &d.entry)
     }
 
     /// The fingerprint of the record with this id.
@@ -847,7 +933,7 @@ impl Catalogue {
                 e.versions
                     .iter()
                     .filter_map(|&s| self.doc(s))
-                    .map(|d| &d.package)
+                    .map(|d| d.package())
                     .collect()
             })
             .unwrap_or_default()
@@ -862,7 +948,7 @@ impl Catalogue {
             .iter()
             .rev()
             .find_map(|&s| self.doc(s))
-            .map(|d| &d.package)
+            .map(|d| d.package())
     }
 
     /// Every version, in id order.
@@ -870,7 +956,7 @@ impl Catalogue {
         self.ids
             .values()
             .filter_map(|&s| self.doc(s))
-            .map(|d| &d.package)
+            .map(|d| d.package())
     }
 
     /// SHA-256 over every record (id and fingerprint) in id order.
@@ -888,17 +974,6 @@ impl Catalogue {
         h.update((id.len() as u32).to_be_bytes());
         h.update(id.as_bytes());
         h.update(fp);
-    }
-
-    /// The digest of a bucket that holds nothing (what [`Catalogue::bucket_digests`] gives
-    /// an empty bucket): a peer reporting it for a bucket has nothing there for us.
-    pub fn empty_bucket_digest() -> [u8; 32] {
-        Sha256::new().finalize().into()
-    }
-
-    /// The bucket (of `buckets`) that holds `id`. `buckets` must be non-zero.
-    pub fn bucket_of(id: &str, buckets: u16) -> u16 {
-        (bucket_hash(id) % u64::from(buckets.max(1))) as u16
     }
 
     /// [`Catalogue::digest`] of each bucket's records. Empty if `buckets` is 0.
@@ -1017,7 +1092,7 @@ impl Catalogue {
             self.score_keywords(q, &terms, &pick, &mut hits);
         }
 
-        let name_of = |s: u32| self.doc(s).map(|d| d.package.name.as_str());
+        let name_of = |s: u32| self.doc(s).map(|d| d.package().name.as_str());
         let cmp = |a: &(f64, u32, u32), b: &(f64, u32, u32)| {
             b.0.total_cmp(&a.0)
                 .then_with(|| name_of(a.2).cmp(&name_of(b.2)))
@@ -1030,7 +1105,7 @@ impl Catalogue {
         hits.into_iter()
             .filter_map(|(score, _, s)| {
                 let score = if by_downloads { score.ln_1p() } else { score };
-                let package = self.doc(s)?.package.clone();
+                let package = self.doc(s)?.package().clone();
                 let peer_count = peer_counts(&package);
                 Some(SearchResult {
                     package,
