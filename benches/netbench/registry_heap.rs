@@ -7,8 +7,9 @@
 //! ```
 //!
 //! The structures are built the way a full node builds them when it admits every version
-//! (no network, no runtime): the records map and the name claims as the facade keeps them
-//! (`HashMap<String, SignedPackage>`), the [`Catalogue`], the node's share of the DHT
+//! (no network, no runtime): the registry core fed every record by gossip (its records,
+//! its names with their claims, and the catalogue over the same records), the node's share
+//! of the DHT
 //! records (every version is put under its version key and its name key on 20 of the
 //! `--nodes` nodes), a `PackageUpdate` broadcast channel of 1 024, the gossip seen cache
 //! and message cache for the messages of 120 s, and the redb store with every record,
@@ -23,7 +24,8 @@ use ggen_p2p::gossip::{GossipMessage, MessageCache, MessageId, SeenCache, Topic}
 use ggen_p2p::kademlia::{KademliaConfig, Record, RecordStore};
 use ggen_p2p::registry::protocol::{Announcement, name_key, package_key};
 use ggen_p2p::registry::store::{DhtRecordEntry, OwnerEntry};
-use ggen_p2p::registry::{Batch, Catalogue, SignedPackage, Store};
+use ggen_p2p::registry::core::{CoreConfig, RegistryCore};
+use ggen_p2p::registry::{Batch, OwnershipConfig, SignedPackage, Store};
 use ggen_p2p::{Keypair, PackageUpdate, UpdateType};
 use serde_json::{Value, json};
 
@@ -69,39 +71,38 @@ pub fn run(count: usize, nodes: usize, seed: u64, rate: f64) -> String {
         );
     };
 
-    // The facade's records map: every admitted record by id.
-    let (b, map) = held(|| {
-        let mut m: HashMap<String, SignedPackage> = HashMap::new();
+    // The registry core, as a full node's driver feeds it: every record arrives by
+    // gossip and is admitted (records, names and their claims, the catalogue over the
+    // same shared records); its effects are carried out (here: dropped).
+    let now = Instant::now();
+    let wall = chrono::Utc::now();
+    let (b, core) = held(|| {
+        let config = CoreConfig {
+            full: true,
+            replicate_content: false,
+            sync_interval: Duration::from_secs(30),
+            ownership: OwnershipConfig::default(),
+        };
+        let mut core = RegistryCore::new(Keypair::generate(), config);
+        let from = keys[0].peer_id();
         for r in &records {
-            m.insert(r.package.id.clone(), r.clone());
+            let _ = core.handle_gossip(now, wall, from, r.clone());
+            while core.poll_effect().is_some() {}
         }
-        m
+        core
     });
-    put("records_map", b, per(b), "facade State::records");
-    drop(map);
-
-    // The facade's claims: the first record of each name.
-    let (b, map) = held(|| {
-        let mut m: HashMap<String, SignedPackage> = HashMap::new();
-        for r in &records {
-            m.entry(r.package.name.clone()).or_insert_with(|| r.clone());
-        }
-        m
-    });
-    let names = map.len();
-    put("claims_map", b, per(b), "facade State::claims");
-    drop(map);
-
-    // The catalogue, as the facade fills it.
-    let (b, cat) = held(|| {
-        let mut c = Catalogue::new();
-        for r in &records {
-            c.insert_with_fingerprint(r.package.clone(), r.fingerprint());
-        }
-        c
-    });
-    put("catalogue", b, per(b), "registry::index::Catalogue");
-    drop(cat);
+    let names = core.name_count();
+    eprintln!(
+        "registry-heap: core holds {} versions of {names} names",
+        core.catalogue_len()
+    );
+    put(
+        "registry_core",
+        b,
+        per(b),
+        "registry::core::RegistryCore: records, names, catalogue",
+    );
+    drop(core);
 
     // The DHT records: a version key per version, a name key per name (its latest), each
     // on REPLICAS of `nodes` nodes. Built whole, charged at the node's share.

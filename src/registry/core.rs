@@ -37,10 +37,20 @@
 //!   majority's claims once the split heals. A poll settles nothing either if the node was
 //!   cut off when it began, or if a peer connected while it was out: its sample no longer
 //!   stands for the node's peers (a split may have just healed).
-//! - Nor does a node settle a claim while a peer it polled reports another claimant
-//!   settled: that peer never gives its claim up, so settling ours would split the name
-//!   for sure (a node that was apart catches up instead). A lying peer can delay a node's
-//!   settling this way, never make it settle the liar's claim.
+//! - Nor does a node settle a claim while its peers report another claimant settled: such
+//!   a peer never gives its claim up, so settling ours would split the name for sure (a
+//!   node that was apart catches up instead). One such report makes the next poll of the
+//!   name **wide** (every connected peer, up to [`MAX_WIDE_POLL`]); there the reports stop
+//!   settling only when they come from at least two peers and a quarter of those that
+//!   answered. A lone liar delays a node's settling by one poll; no liar can make it settle
+//!   the liar's claim.
+//!
+//! # Anti-entropy
+//!
+//! Every `sync_interval` a full node starts a round with a random connected peer: per-bucket
+//! digests, then the ids and fingerprints of the buckets that differ, then the records it
+//! lacks, then the name logs. A failed request is retried (up to [`MAX_SYNC_RETRIES`]
+//! times per round) before the round gives up on that peer.
 //! - A settled claim is never given up: any record of another key is refused, whatever its
 //!   dates, and nothing from another key ever drops the owner's versions.
 //! - The owner adds and removes maintainers and transfers the name by signed
@@ -904,6 +914,11 @@ impl RegistryCore {
     /// Whether no version is admitted.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Names known (claimed, settled or not).
+    pub fn name_count(&self) -> usize {
+        self.names.len()
     }
 
     /// Catalogue entries (0 on a light node).

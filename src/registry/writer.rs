@@ -1,12 +1,18 @@
 //! The registry's store writer: one thread that owns every write to the [`Store`].
 //!
 //! Records arrive from gossip and sync far faster than one durable transaction per record
-//! allows (each commit waits for the disk). The writer takes the first queued batch, then
-//! everything that queued up behind it while the previous transaction committed, and
-//! applies them as one transaction: one disk sync for many records, and no blocking I/O on
-//! the async runtime. A caller that must know its write is durable (an own publish, which
-//! is acknowledged only once it survives a crash) waits on the returned receiver; the
-//! others do not wait.
+//! allows: each commit waits for the disk, and has a fixed cost in CPU besides. The writer
+//! gathers queued batches and writes them as one transaction, with no blocking I/O on the
+//! async runtime.
+//!
+//! A caller that must know its write is durable (an own publish, which is acknowledged
+//! only once it survives a crash) waits on the returned receiver: its batch is written at
+//! once, with everything gathered before it. A batch nobody waits for (a record learnt
+//! from a peer) is held for up to [`HOLD_FOR`], so that one transaction carries a second's
+//! worth of them; closing the writer writes what is held. A crash loses at most that last
+//! second of records learnt from peers, which anti-entropy brings back, and never an
+//! acknowledged publish. Everything the node serves is read from memory, not from the
+//! store, so holding a batch delays nothing a peer sees.
 //!
 //! If a merged transaction fails, the writer applies its batches one at a time, so one bad
 //! batch fails only its own caller.
@@ -14,6 +20,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -21,6 +28,9 @@ use super::store::{Batch, Store};
 
 /// Most operations merged into one transaction.
 const MAX_MERGED_OPS: usize = 8192;
+
+/// Longest a batch nobody waits for is held before it is written.
+const HOLD_FOR: Duration = Duration::from_secs(1);
 
 /// The outcome of a durable write, as the waiting caller sees it.
 pub(crate) type Durable = oneshot::Receiver<Result<(), String>>;
@@ -84,39 +94,83 @@ impl StoreWriter {
 }
 
 fn run(store: &Store, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let mut ops = jobs[0].batch.len();
-        while ops < MAX_MERGED_OPS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    ops += job.batch.len();
-                    jobs.push(job);
+    // Jobs not yet written, and when the oldest of them arrived.
+    let mut pending: Vec<Job> = Vec::new();
+    let mut ops = 0;
+    let mut oldest: Option<Instant> = None;
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let due = oldest.map(|t| t + HOLD_FOR);
+        let job = match due {
+            _ if !open => None,
+            None => match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    open = false;
+                    None
                 }
-                Err(_) => break,
+            },
+            Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            },
+        };
+        if let Some(job) = job {
+            ops += job.batch.len();
+            let waits = job.done.is_some();
+            pending.push(job);
+            oldest.get_or_insert_with(Instant::now);
+            // Take whatever else is queued already.
+            while ops < MAX_MERGED_OPS {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        ops += job.batch.len();
+                        pending.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let waits = waits || pending.iter().any(|j| j.done.is_some());
+            let held_long = oldest.is_some_and(|t| t.elapsed() >= HOLD_FOR);
+            if !waits && !held_long && ops < MAX_MERGED_OPS {
+                continue;
             }
         }
-        if jobs.len() == 1 {
-            let job = jobs.remove(0);
-            finish(job.done, store.apply(&job.batch));
-            continue;
+        if !pending.is_empty() {
+            write(store, std::mem::take(&mut pending));
         }
-        let mut merged = Batch::new();
-        for j in &jobs {
-            let mut copy = j.batch.clone();
-            merged.append(&mut copy);
-        }
-        match store.apply(&merged) {
-            Ok(()) => {
-                for j in jobs {
-                    finish(j.done, Ok(()));
-                }
+        ops = 0;
+        oldest = None;
+    }
+}
+
+/// Writes `jobs` in one durable transaction; if that fails, one by one, so that one bad
+/// batch fails only its own caller.
+fn write(store: &Store, mut jobs: Vec<Job>) {
+    if jobs.len() == 1 {
+        let job = jobs.remove(0);
+        finish(job.done, store.apply(&job.batch));
+        return;
+    }
+    let mut merged = Batch::new();
+    for j in &jobs {
+        let mut copy = j.batch.clone();
+        merged.append(&mut copy);
+    }
+    match store.apply(&merged) {
+        Ok(()) => {
+            for j in jobs {
+                finish(j.done, Ok(()));
             }
-            Err(e) => {
-                tracing::warn!("merged store write failed ({e}); writing batch by batch");
-                for j in jobs {
-                    finish(j.done, store.apply(&j.batch));
-                }
+        }
+        Err(e) => {
+            tracing::warn!("merged store write failed ({e}); writing batch by batch");
+            for j in jobs {
+                finish(j.done, store.apply(&j.batch));
             }
         }
     }
@@ -135,5 +189,47 @@ fn finish(
                 tracing::warn!("store write failed: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_batch(i: usize) -> Batch {
+        let mut b = Batch::new();
+        b.put_record(&format!("p{i}@1.0.0"), format!("record {i}").as_bytes());
+        b
+    }
+
+    #[tokio::test]
+    async fn held_writes_go_out_with_a_durable_one_and_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let writer = StoreWriter::spawn(store.clone()).unwrap();
+        for i in 0..50 {
+            assert!(writer.submit(record_batch(i)));
+        }
+        // A durable write waits for the disk, and carries the held ones before it.
+        writer
+            .submit_durable(record_batch(50))
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.record_count().unwrap(), 51);
+        for i in 51..80 {
+            assert!(writer.submit(record_batch(i)));
+        }
+        // Closing writes what is still held.
+        writer.close().unwrap().join().unwrap();
+        drop(writer);
+        drop(Arc::try_unwrap(store).ok().unwrap());
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.record_count().unwrap(), 80);
+        assert_eq!(
+            reopened.get_record("p79@1.0.0").unwrap().unwrap(),
+            b"record 79"
+        );
     }
 }
