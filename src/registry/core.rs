@@ -78,7 +78,7 @@ use super::protocol::{
 use super::signed::{MAX_CLOCK_SKEW, MAX_NAME_LOG, NameAction, NameStatement, SignedPackage};
 use super::store::{Batch, OwnerEntry};
 use super::types::{Package, PackageUpdate, Query, SearchResult, UpdateType};
-use crate::identity::{Keypair, PeerId};
+use crate::identity::{Keypair, PeerId, PublicKey};
 use crate::rpc::content::ContentHash;
 
 /// Largest total size of statements in one [`SyncResponse::Logs`] answer.
@@ -87,6 +87,8 @@ const MAX_LOGS_ANSWER_BYTES: usize = 12 << 20;
 const POLL_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Peers remembered for polls (connected or recently lost).
 const MAX_REMEMBERED_PEERS: usize = 1024;
+/// Publisher keys kept decoded.
+const KEY_CACHE: usize = 10_000;
 /// Failed requests an anti-entropy round retries before it gives up on the peer.
 const MAX_SYNC_RETRIES: u8 = 3;
 /// The most peers a wide poll asks.
@@ -401,6 +403,9 @@ pub struct RegistryCore {
     pending: HashMap<Ticket, Pending>,
     effects: VecDeque<Effect>,
     stats: CoreStats,
+    /// Decoded publisher keys (a verification spends a third of its time decoding the key;
+    /// cleared when it reaches [`KEY_CACHE`]).
+    keys: HashMap<PeerId, PublicKey>,
 }
 
 #[derive(Debug)]
@@ -442,6 +447,7 @@ impl RegistryCore {
             pending: HashMap::new(),
             effects: VecDeque::new(),
             stats: CoreStats::default(),
+            keys: HashMap::new(),
         }
     }
 
@@ -1038,7 +1044,17 @@ impl RegistryCore {
         origin: Origin,
         ticket: Option<Ticket>,
     ) -> Result<Option<UpdateType>, RegistryError> {
-        record.verify(wall)?;
+        // The very record held already (same bytes, so verified when it came): nothing to
+        // check or change. A local publish always goes through, to be stored and answered.
+        if origin != Origin::Local
+            && self
+                .records
+                .get(&record.package.id)
+                .is_some_and(|held| held.signature == record.signature && **held == *record)
+        {
+            return Ok(None);
+        }
+        self.verify(wall, &record)?;
         let name = record.package.name.clone();
         let Some(state) = self.names.get_mut(&name) else {
             // A new name: this key is its claimant from now on (pending for the window).
@@ -1106,6 +1122,28 @@ impl RegistryCore {
             }
         };
         Ok(Some(self.accept(record, update, Batch::new(), ticket)))
+    }
+
+    /// Checks `record` (see [`SignedPackage::verify`]) with its publisher's key decoded
+    /// once per key.
+    fn verify(&mut self, wall: DateTime<Utc>, record: &SignedPackage) -> Result<(), RegistryError> {
+        let key = match self.keys.get(&record.publisher) {
+            Some(k) => *k,
+            None => {
+                let k = record.publisher.public_key().map_err(|e| {
+                    RegistryError::InvalidSignature {
+                        id: record.package.id.clone(),
+                        reason: format!("publisher key: {e}"),
+                    }
+                })?;
+                if self.keys.len() >= KEY_CACHE {
+                    self.keys.clear();
+                }
+                self.keys.insert(record.publisher, k);
+                k
+            }
+        };
+        record.verify_with(wall, &key)
     }
 
     /// Applies an admitted record: memory, catalogue, store, subscribers, replication.

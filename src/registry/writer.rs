@@ -17,8 +17,7 @@
 //! If a merged transaction fails, the writer applies its batches one at a time, so one bad
 //! batch fails only its own caller.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,22 +39,51 @@ struct Job {
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// Handle to the writer thread. Dropping every handle (or [`StoreWriter::close`]) lets the
-/// thread finish the queue and exit.
+/// What the callers hand the writer thread.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    ops: usize,
+    /// When the oldest job queued.
+    oldest: Option<Instant>,
+    /// Write now: a caller waits, or the queue is full.
+    urgent: bool,
+    closed: bool,
+}
+
+/// The queue and the writer thread's wake-up. A submit wakes the thread only when the
+/// queue was empty (it then starts its hold) or the write is urgent: records streaming in
+/// from peers cost no thread wake-up each.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    /// The queue; a panic elsewhere while it was held leaves plain data, still usable.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Handle to the writer thread. [`StoreWriter::close`] (or dropping the handle) lets the
+/// thread write what is queued and exit.
 pub(crate) struct StoreWriter {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl StoreWriter {
     /// Starts the writer thread for `store`.
     pub(crate) fn spawn(store: Arc<Store>) -> std::io::Result<StoreWriter> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ggen-store-writer".into())
-            .spawn(move || run(&store, &rx))?;
+            .spawn(move || run(&store, &theirs))?;
         Ok(StoreWriter {
-            tx: Mutex::new(Some(tx)),
+            shared,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -77,74 +105,68 @@ impl StoreWriter {
     }
 
     fn send(&self, job: Job) -> bool {
-        self.tx
-            .lock()
-            .ok()
-            .and_then(|tx| tx.as_ref().map(|tx| tx.send(job).is_ok()))
-            .unwrap_or(false)
+        let mut q = self.shared.lock();
+        if q.closed {
+            return false;
+        }
+        let was_empty = q.jobs.is_empty();
+        q.ops += job.batch.len();
+        q.urgent |= job.done.is_some() || q.ops >= MAX_MERGED_OPS;
+        q.jobs.push(job);
+        q.oldest.get_or_insert_with(Instant::now);
+        let wake = was_empty || q.urgent;
+        drop(q);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        true
     }
 
     /// Stops taking batches and returns the thread, which exits once the queue is written.
     pub(crate) fn close(&self) -> Option<JoinHandle<()>> {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
         self.thread.lock().ok().and_then(|mut t| t.take())
     }
 }
 
-fn run(store: &Store, rx: &mpsc::Receiver<Job>) {
-    // Jobs not yet written, and when the oldest of them arrived.
-    let mut pending: Vec<Job> = Vec::new();
-    let mut ops = 0;
-    let mut oldest: Option<Instant> = None;
-    let mut open = true;
-    while open || !pending.is_empty() {
-        let due = oldest.map(|t| t + HOLD_FOR);
-        let job = match due {
-            _ if !open => None,
-            None => match rx.recv() {
-                Ok(job) => Some(job),
-                Err(_) => {
-                    open = false;
-                    None
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+fn run(store: &Store, shared: &Shared) {
+    loop {
+        let jobs = {
+            let mut q = shared.lock();
+            loop {
+                let due = q.oldest.map(|t| t + HOLD_FOR);
+                let now = Instant::now();
+                if !q.jobs.is_empty() && (q.urgent || q.closed || due.is_some_and(|d| now >= d)) {
+                    break;
                 }
-            },
-            Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                Ok(job) => Some(job),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    None
+                if q.jobs.is_empty() && q.closed {
+                    return;
                 }
-            },
-        };
-        if let Some(job) = job {
-            ops += job.batch.len();
-            let waits = job.done.is_some();
-            pending.push(job);
-            oldest.get_or_insert_with(Instant::now);
-            // Take whatever else is queued already.
-            while ops < MAX_MERGED_OPS {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        ops += job.batch.len();
-                        pending.push(job);
+                q = match due {
+                    None => shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        shared
+                            .wake
+                            .wait_timeout(q, d.saturating_duration_since(now))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
                     }
-                    Err(_) => break,
-                }
+                };
             }
-            let waits = waits || pending.iter().any(|j| j.done.is_some());
-            let held_long = oldest.is_some_and(|t| t.elapsed() >= HOLD_FOR);
-            if !waits && !held_long && ops < MAX_MERGED_OPS {
-                continue;
-            }
-        }
-        if !pending.is_empty() {
-            write(store, std::mem::take(&mut pending));
-        }
-        ops = 0;
-        oldest = None;
+            q.ops = 0;
+            q.oldest = None;
+            q.urgent = false;
+            std::mem::take(&mut q.jobs)
+        };
+        write(store, jobs);
     }
 }
 
