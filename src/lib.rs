@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod daemon;
 pub mod discovery;
 pub mod fuzzing;
 pub mod gossip;

@@ -894,6 +894,22 @@ impl RegistryCore {
         self.records.get(id)
     }
 
+    /// Every admitted version of `name`, lowest semver first (invalid versions first).
+    pub fn versions(&self, name: &str) -> Vec<Arc<SignedPackage>> {
+        let mut v: Vec<Arc<SignedPackage>> = self
+            .names
+            .get(name)
+            .map(|n| {
+                n.versions
+                    .iter()
+                    .filter_map(|id| self.records.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_cached_key(|r| semver::Version::parse(&r.package.version).ok());
+        v
+    }
+
     /// The latest (highest semver) admitted version of `name`.
     pub fn latest(&self, name: &str) -> Option<&Arc<SignedPackage>> {
         let n = self.names.get(name)?;

@@ -79,6 +79,7 @@ pub(crate) enum Command {
     Search(Query, Reply<Vec<SearchResult>>),
     Record(String, Reply<Option<Arc<SignedPackage>>>),
     Latest(String, Reply<Option<Arc<SignedPackage>>>),
+    Versions(String, Reply<Vec<Arc<SignedPackage>>>),
     Owner(String, Reply<Option<(PeerId, bool, Vec<PeerId>)>>),
     DhtRecord(SignedPackage, Reply<Result<Option<UpdateType>>>),
     Provider(ContentHash, PeerId),
@@ -283,6 +284,9 @@ fn handle(core: &mut RegistryCore, waiting: &mut HashMap<Ticket, Waiter>, c: Com
         }
         Command::Record(id, reply) => {
             let _ = reply.send(core.record(&id).cloned());
+        }
+        Command::Versions(name, reply) => {
+            let _ = reply.send(core.versions(&name));
         }
         Command::Latest(name, reply) => {
             let _ = reply.send(core.latest(&name).cloned());

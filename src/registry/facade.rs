@@ -177,6 +177,25 @@ pub struct NameOwnership {
     pub maintainers: Vec<PeerId>,
 }
 
+/// One connected peer, as [`P2PRegistry::peers`] reports it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerSummary {
+    /// The peer's identity.
+    pub peer: PeerId,
+    /// The address of the connection's far end.
+    pub address: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// The transport carrying the connection (`tcp`, `quic`, `memory`).
+    pub transport: String,
+    /// How the peer was found (bootstrap, mDNS, DHT…), if discovery knows it.
+    pub discovered_by: Option<String>,
+    /// Its standing with our request-response layer.
+    pub reputation: Option<crate::rpc::Reputation>,
+    /// A round trip measured just now, in milliseconds.
+    pub rtt_ms: Option<f64>,
+}
+
 /// A registry node (see the module docs).
 pub struct P2PRegistry {
     config: RwLock<P2PConfig>,
@@ -814,6 +833,74 @@ impl P2PRegistry {
         }
     }
 
+    /// Every version of `name` this node holds, as signed records, lowest version first.
+    pub async fn versions(&self, name: &str) -> Result<Vec<SignedPackage>> {
+        let core = self.core().await?;
+        Ok(core
+            .ask(|r| Command::Versions(name.to_string(), r))
+            .await?
+            .into_iter()
+            .map(|r| (*r).clone())
+            .collect())
+    }
+
+    /// The signed record of `package_id` (`name@version`) if this node holds it: what a
+    /// client checks the signature of.
+    pub async fn signed_record(&self, package_id: &str) -> Result<Option<SignedPackage>> {
+        let core = self.core().await?;
+        Ok(core
+            .ask(|r| Command::Record(package_id.to_string(), r))
+            .await?
+            .map(|r| (*r).clone()))
+    }
+
+    /// The peers known to provide the content with this hash (this node included when it
+    /// holds it).
+    pub async fn content_providers(&self, hash: &ContentHash) -> Result<Vec<PeerId>> {
+        let core = self.core().await?;
+        let mut peers = core.ask(|r| Command::Providers(*hash, r)).await?;
+        if self.local_content(hash).await.is_some() && !peers.contains(&self.local_peer_id()) {
+            peers.push(self.local_peer_id());
+        }
+        Ok(peers)
+    }
+
+    /// The connected peers: address, direction, transport, how each was discovered, its
+    /// request reputation, and a fresh round-trip time (`None` if the ping failed within
+    /// `ping_timeout`). The pings run concurrently.
+    pub async fn peers(&self, ping_timeout: Duration) -> Result<Vec<PeerSummary>> {
+        let (node, _, _, rpc, _) = self.services().await?;
+        let methods: HashMap<PeerId, DiscoveryMethod> =
+            self.discovered_peers().await.into_iter().collect();
+        let conns = node.connections();
+        let pings = conns.iter().map(|c| {
+            let node = node.clone();
+            let peer = c.remote_peer;
+            async move {
+                tokio::time::timeout(ping_timeout, node.ping(peer))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+            }
+        });
+        let rtts = futures_util::future::join_all(pings).await;
+        let mut out = Vec::with_capacity(conns.len());
+        for (c, rtt) in conns.into_iter().zip(rtts) {
+            let reputation = rpc.reputation(c.remote_peer).await.ok();
+            out.push(PeerSummary {
+                peer: c.remote_peer,
+                address: c.remote_addr.to_string(),
+                direction: format!("{:?}", c.direction).to_lowercase(),
+                transport: format!("{:?}", c.kind).to_lowercase(),
+                discovered_by: methods.get(&c.remote_peer).map(|m| format!("{m:?}")),
+                reputation,
+                rtt_ms: rtt.map(|d| d.as_secs_f64() * 1000.0),
+            });
+        }
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        Ok(out)
+    }
+
     /// Who owns `name` in this node's view: the owner, whether the claim is settled, and
     /// the maintainers. `None` when no record of the name is known here.
     pub async fn owner_of(&self, name: &str) -> Result<Option<NameOwnership>> {
@@ -1039,6 +1126,30 @@ impl P2PRegistry {
             }
         });
         Ok(bytes)
+    }
+
+    /// What this node keeps locally: content blobs it holds (and serves) and the size of
+    /// its database file in bytes (0 without a data directory).
+    pub async fn storage(&self) -> (usize, u64) {
+        let in_memory: HashSet<ContentHash> = self
+            .shared
+            .blobs
+            .read()
+            .map(|b| b.keys().copied().collect())
+            .unwrap_or_default();
+        let Some(store) = self.shared.store.read().ok().and_then(|s| s.clone()) else {
+            return (in_memory.len(), 0);
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut held = in_memory;
+            held.extend(store.blobs().unwrap_or_default());
+            let db = std::fs::metadata(store.dir().join(super::store::DB_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            (held.len(), db)
+        })
+        .await
+        .unwrap_or((0, 0))
     }
 
     /// Content this node holds itself, from memory or the data directory (verified).

@@ -24,7 +24,9 @@ pub use config::{
     OwnershipConfig, P2PConfig, Protocol, RegistryConfig, SecurityConfig,
 };
 pub use error::{RegistryError, Result, is_transient};
-pub use facade::{BoxFuture, NameOwnership, P2PRegistry, P2PRegistryBuilder, Registry};
+pub use facade::{
+    BoxFuture, NameOwnership, P2PRegistry, P2PRegistryBuilder, PeerSummary, Registry,
+};
 pub use index::{Catalogue, InsertOutcome};
 pub use signed::{NameAction, NameStatement, SignedPackage};
 pub use store::{Batch, Store, StoreError};

@@ -14,7 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod verbs;
+
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
+use ggen_p2p::daemon::{ApiConfig, ApiServer};
+use verbs::{ClientArgs, SearchArgs, VerbError};
 use ggen_p2p::identity::load_or_create_identity;
 use ggen_p2p::node::{Node, NodeConfig};
 use ggen_p2p::{BootstrapNode, Keypair, Multiaddr, P2PConfig, P2PRegistryBuilder};
@@ -48,6 +54,48 @@ enum P2p {
     Id(DataDirArg),
     /// Dial a peer, authenticate it, and print round-trip times.
     Ping(PingArgs),
+    /// The running daemon: uptime, peer id, addresses, peers, catalogue, store, content.
+    Status(ClientArgs),
+    /// The running daemon's network statistics.
+    Stats(ClientArgs),
+    /// The daemon's connected peers: address, direction, transport, RTT, reputation.
+    Peers(ClientArgs),
+    /// One connected peer.
+    PeerInfo {
+        /// The peer id.
+        peer: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add bootstrap peers to the running daemon (and dial them).
+    Bootstrap {
+        /// Addresses ending in /p2p/<PeerId>.
+        #[arg(required = true)]
+        addrs: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Search the network's catalogue through the daemon.
+    Search {
+        #[command(flatten)]
+        search: SearchArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A package's versions, owner and maintainers, providers, hash and size.
+    Info {
+        /// NAME or NAME@VERSION.
+        spec: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Mark one of your versions deprecated (re-signed and announced).
+    Deprecate {
+        /// NAME@VERSION.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]
@@ -87,6 +135,16 @@ struct StartArgs {
     /// content published by short-lived nodes stays available after they leave).
     #[arg(long)]
     replicate_content: bool,
+    /// Address of the local control API (HTTP, JSON) that the CLI verbs use
+    /// [default: 127.0.0.1:5001].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_api")]
+    api: Option<std::net::SocketAddr>,
+    /// Run without the control API (the CLI verbs then cannot reach this node).
+    #[arg(long)]
+    no_api: bool,
+    /// Require the API token for reads too, not only for changes.
+    #[arg(long)]
+    api_auth_reads: bool,
     #[command(flatten)]
     data: DataDirArg,
 }
@@ -134,8 +192,44 @@ fn one_line(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Runs a verb that talks to the daemon: exit 2 when no daemon answers, 1 on any other
+/// failure.
+fn client_verb(r: verbs::VerbResult) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(VerbError::NoDaemon(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(VerbError::Failed(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The verbs that talk to a daemon are short and blocking: no runtime, no logging setup.
+    let command = match cli.command {
+        Top::P2p(P2p::Status(a)) => return client_verb(verbs::status(&a)),
+        Top::P2p(P2p::Stats(a)) => return client_verb(verbs::stats(&a)),
+        Top::P2p(P2p::Peers(a)) => return client_verb(verbs::peers(&a)),
+        Top::P2p(P2p::PeerInfo { peer, client }) => {
+            return client_verb(verbs::peer_info(&client, &peer));
+        }
+        Top::P2p(P2p::Bootstrap { addrs, client }) => {
+            return client_verb(verbs::bootstrap(&client, addrs));
+        }
+        Top::P2p(P2p::Search { search, client }) => {
+            return client_verb(verbs::search(&client, &search));
+        }
+        Top::P2p(P2p::Info { spec, client }) => return client_verb(verbs::info(&client, &spec)),
+        Top::P2p(P2p::Deprecate { id, client }) => {
+            return client_verb(verbs::deprecate(&client, &id));
+        }
+        other => other,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -155,7 +249,7 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
+        match command {
             Top::P2p(P2p::Start(a)) => start(a).await,
             Top::P2p(P2p::Id(a)) => {
                 let dir = data_dir(&a)?;
@@ -165,6 +259,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Top::P2p(P2p::Ping(a)) => ping(a).await,
+            _ => Err("this command talks to a daemon and ran above".into()),
         }
     });
     match result {
@@ -284,10 +379,12 @@ async fn start(args: StartArgs) -> Result<(), String> {
     // Listen for the stop signals before anything is printed: a script that reads our
     // addresses and then sends SIGTERM must get a clean stop, not the default action.
     let mut stop = StopSignal::install().map_err(|e| format!("cannot handle signals: {e}"))?;
-    let registry = P2PRegistryBuilder::new()
-        .with_config(config)
-        .build()
-        .map_err(|e| one_line(&e))?;
+    let registry = Arc::new(
+        P2PRegistryBuilder::new()
+            .with_config(config)
+            .build()
+            .map_err(|e| one_line(&e))?,
+    );
     if let Err(e) = registry.start().await {
         let mut msg = one_line(&e);
         if mdns && msg.contains("mDNS") {
@@ -304,6 +401,24 @@ async fn start(args: StartArgs) -> Result<(), String> {
         }
     }
     println!("data dir: {}", dir.display());
+    let api = if args.no_api {
+        None
+    } else {
+        let config = ApiConfig {
+            addr: args.api.unwrap_or(ApiConfig::default().addr),
+            auth_reads: args.api_auth_reads,
+        };
+        match ApiServer::start(registry.clone(), config, Some(&dir)).await {
+            Ok(server) => {
+                println!("api: http://{}", server.local_addr());
+                Some(server)
+            }
+            Err(e) => {
+                let _ = registry.stop().await;
+                return Err(format!("{e} (--api ADDR picks another, --no-api runs without)"));
+            }
+        }
+    };
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -335,6 +450,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
     registry.stop().await.map_err(|e| one_line(&e))?;
     Ok(())
 }
