@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up (see `DESIGN.md`): [`identity`] and [`address`], [`wire`],
 //! [`transport`], [`node`]; then [`kademlia`], [`gossip`], [`rpc`], [`discovery`],
-//! [`registry`] and the simulator [`sim`].
+//! [`registry`] and the simulator [`sim`]; [`gpack`] reads, packs and unpacks packages.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,6 +17,8 @@ pub mod daemon;
 pub mod discovery;
 pub mod fuzzing;
 pub mod gossip;
+/// Gpacks on disk: the `gpack.toml` manifest, deterministic packing and safe unpacking.
+pub mod gpack;
 pub mod identity;
 pub mod kademlia;
 pub mod node;
