@@ -13,7 +13,9 @@ use super::{API_ADDR_FILE, API_PREFIX, API_TOKEN_FILE};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon answers at the address found (or none was found).
-    #[error("no ggen p2p daemon at {addr} ({why}); start one with `ggen p2p start --data-dir {dir}`")]
+    #[error(
+        "no ggen p2p daemon at {addr} ({why}); start one with `ggen p2p start --data-dir {dir}`"
+    )]
     NoDaemon {
         /// The address tried, or where it was looked for.
         addr: String,

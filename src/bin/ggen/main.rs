@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use ggen_p2p::daemon::{ApiConfig, ApiServer};
-use verbs::{ClientArgs, SearchArgs, VerbError};
 use ggen_p2p::identity::load_or_create_identity;
 use ggen_p2p::node::{Node, NodeConfig};
 use ggen_p2p::{BootstrapNode, Keypair, Multiaddr, P2PConfig, P2PRegistryBuilder};
+use verbs::{ClientArgs, InstallArgs, PublishArgs, SearchArgs, VerbError};
 
 #[derive(Parser)]
 #[command(
@@ -86,6 +86,21 @@ enum P2p {
     Info {
         /// NAME or NAME@VERSION.
         spec: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Publish a directory with a gpack.toml (or a tar.gz of one) through the daemon, which
+    /// keeps serving its content.
+    Publish {
+        #[command(flatten)]
+        publish: PublishArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fetch a package through the daemon, verify its signature and hash, unpack it safely.
+    Install {
+        #[command(flatten)]
+        install: InstallArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -225,6 +240,12 @@ fn main() -> ExitCode {
             return client_verb(verbs::search(&client, &search));
         }
         Top::P2p(P2p::Info { spec, client }) => return client_verb(verbs::info(&client, &spec)),
+        Top::P2p(P2p::Publish { publish, client }) => {
+            return client_verb(verbs::publish(&client, &publish));
+        }
+        Top::P2p(P2p::Install { install, client }) => {
+            return client_verb(verbs::install(&client, &install));
+        }
         Top::P2p(P2p::Deprecate { id, client }) => {
             return client_verb(verbs::deprecate(&client, &id));
         }
@@ -415,7 +436,9 @@ async fn start(args: StartArgs) -> Result<(), String> {
             }
             Err(e) => {
                 let _ = registry.stop().await;
-                return Err(format!("{e} (--api ADDR picks another, --no-api runs without)"));
+                return Err(format!(
+                    "{e} (--api ADDR picks another, --no-api runs without)"
+                ));
             }
         }
     };

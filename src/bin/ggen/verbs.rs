@@ -4,11 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use ggen_p2p::daemon::api::{
-    BootstrapReply, BootstrapRequest, DeprecateRequest, Info, Peer, Status,
+    BootstrapReply, BootstrapRequest, DeprecateRequest, Info, Peer, Published, Record, Status,
 };
 use ggen_p2p::daemon::client::{Client, ClientError};
+use ggen_p2p::gpack::{self, Manifest, UnpackLimits};
 use ggen_p2p::{NetworkStats, Package, SearchResult};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// How a verb prints its answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -148,7 +150,10 @@ pub fn stats(a: &ClientArgs) -> VerbResult {
         vec!["provider records".into(), s.provider_records.to_string()],
         vec!["gossip topics".into(), s.gossip_topics.to_string()],
         vec!["dht records".into(), s.dht_records.to_string()],
-        vec!["dht provider records".into(), s.dht_provider_records.to_string()],
+        vec![
+            "dht provider records".into(),
+            s.dht_provider_records.to_string(),
+        ],
         vec![
             "dht query success".into(),
             format!("{:.3}", s.dht_query_success_rate),
@@ -283,7 +288,10 @@ pub fn search(a: &ClientArgs, s: &SearchArgs) -> VerbResult {
             ]
         })
         .collect();
-    table(&["name", "version", "category", "providers", "description"], &rows);
+    table(
+        &["name", "version", "category", "providers", "description"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -338,5 +346,193 @@ pub fn deprecate(a: &ClientArgs, id: &str) -> VerbResult {
         return json(&p);
     }
     println!("deprecated {}", p.id);
+    Ok(())
+}
+
+/// `ggen p2p publish` arguments.
+#[derive(Args, Clone, Debug)]
+pub struct PublishArgs {
+    /// A directory holding `gpack.toml` (packed as a deterministic tar.gz), or a tar.gz
+    /// with `gpack.toml` at its root.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Check and pack, print what would be published, and stop (no daemon needed).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What `publish --dry-run` prints.
+#[derive(Serialize)]
+struct DryRun {
+    id: String,
+    content_hash: String,
+    size: u64,
+    files: usize,
+    package: Package,
+}
+
+/// The manifest and archive bytes of what `path` names.
+fn packed(path: &std::path::Path) -> Result<(Manifest, Vec<u8>, usize), VerbError> {
+    let fail = |e: gpack::GpackError| VerbError::Failed(e.to_string());
+    if path.is_dir() {
+        let manifest = Manifest::load(path).map_err(fail)?;
+        let p = gpack::pack_dir(path).map_err(fail)?;
+        return Ok((manifest, p.bytes, p.files));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| VerbError::Failed(format!("{}: {e}", path.display())))?;
+    // Unpacked (safely) only to read its manifest and check that it installs.
+    let scratch = tempfile::tempdir().map_err(|e| VerbError::Failed(e.to_string()))?;
+    let into = scratch.path().join("pkg");
+    let report = gpack::unpack(&bytes, &into, &UnpackLimits::default()).map_err(fail)?;
+    let manifest = Manifest::load(&into).map_err(fail)?;
+    Ok((manifest, bytes, report.files))
+}
+
+/// `ggen p2p publish [DIR|FILE]`.
+pub fn publish(a: &ClientArgs, p: &PublishArgs) -> VerbResult {
+    let (manifest, bytes, files) = packed(&p.path)?;
+    let mut package = manifest.to_package();
+    let hash: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if p.dry_run {
+        package.content_hash = Some(hash.clone());
+        package.size = bytes.len() as u64;
+        let d = DryRun {
+            id: package.id.clone(),
+            content_hash: hash,
+            size: bytes.len() as u64,
+            files,
+            package,
+        };
+        if a.format == Format::Json {
+            return json(&d);
+        }
+        println!(
+            "would publish {} ({files} files, {} bytes, sha256 {})",
+            d.id, d.size, d.content_hash
+        );
+        return Ok(());
+    }
+    let c = a.connect()?;
+    let manifest_json =
+        serde_json::to_string(&package).map_err(|e| VerbError::Failed(e.to_string()))?;
+    let r: Published = c.post_bytes("/publish", &[("manifest", manifest_json)], &bytes)?;
+    if r.content_hash.as_deref() != Some(hash.as_str()) {
+        return Err(VerbError::Failed(format!(
+            "the daemon stored content {:?}, not the archive's sha256 {hash}",
+            r.content_hash
+        )));
+    }
+    if a.format == Format::Json {
+        return json(&r);
+    }
+    println!(
+        "published {} ({} bytes, sha256 {}) as {}",
+        r.id, r.size, hash, r.publisher
+    );
+    Ok(())
+}
+
+/// `ggen p2p install` arguments.
+#[derive(Args, Clone, Debug)]
+pub struct InstallArgs {
+    /// NAME or NAME@VERSION (the highest version that is not deprecated by default).
+    pub spec: String,
+    /// Where to unpack it (must not exist, or be empty) [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
+}
+
+/// What `install` prints as JSON.
+#[derive(Serialize)]
+struct Installed {
+    id: String,
+    content_hash: String,
+    size: u64,
+    files: usize,
+    into: String,
+    publisher: String,
+}
+
+/// `ggen p2p install NAME[@VERSION] [--into DIR]`.
+pub fn install(a: &ClientArgs, i: &InstallArgs) -> VerbResult {
+    let c = a.connect()?;
+    let (name, version) = split_spec(&i.spec);
+    let q: Vec<(&str, String)> = version
+        .clone()
+        .map(|v| ("version", v))
+        .into_iter()
+        .collect();
+    let info: Info = c.get(&format!("/info/{name}"), &q)?;
+    let chosen = if version.is_some() {
+        info.versions.last()
+    } else {
+        info.versions
+            .iter()
+            .rev()
+            .find(|v| !v.deprecated)
+            .or(info.versions.last())
+    };
+    let Some(v) = chosen else {
+        return Err(VerbError::Failed(format!("no version of {name} is known")));
+    };
+    let id = v.id.clone();
+    // The record, checked here: its signature, and that its key may publish the name.
+    let record: Record = c.get(&format!("/record/{id}"), &[])?;
+    record
+        .verify(chrono::Utc::now())
+        .map_err(|e| VerbError::Failed(format!("{id}: {e}")))?;
+    let publisher = record.publisher.to_string();
+    if publisher != info.owner && !info.maintainers.contains(&publisher) {
+        return Err(VerbError::Failed(format!(
+            "{id} is signed by {publisher}, who is neither the owner nor a maintainer of {name}"
+        )));
+    }
+    let Some(expected) = record.package.content_hash.clone() else {
+        return Err(VerbError::Failed(format!("{id} has no content to install")));
+    };
+    let limits = UnpackLimits::default();
+    let bar = indicatif::ProgressBar::new(record.package.size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(id.clone());
+    let bytes = c.get_bytes(
+        &format!("/content/{id}"),
+        limits.max_stream_bytes(),
+        |n, _| bar.set_position(n),
+    )?;
+    bar.finish_and_clear();
+    let got: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if got != expected {
+        return Err(VerbError::Failed(format!(
+            "{id}: the content's sha256 is {got}, the signed record says {expected}"
+        )));
+    }
+    let into = i.into.clone().unwrap_or_else(|| PathBuf::from(&name));
+    let report =
+        gpack::unpack(&bytes, &into, &limits).map_err(|e| VerbError::Failed(e.to_string()))?;
+    let out = Installed {
+        id,
+        content_hash: got,
+        size: bytes.len() as u64,
+        files: report.files,
+        into: into.display().to_string(),
+        publisher,
+    };
+    if a.format == Format::Json {
+        return json(&out);
+    }
+    println!(
+        "installed {} into {} ({} files, sha256 {})",
+        out.id, out.into, out.files, out.content_hash
+    );
     Ok(())
 }
