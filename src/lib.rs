@@ -7,7 +7,8 @@
 //!
 //! Layers, bottom up (see `DESIGN.md`): [`identity`] and [`address`], [`wire`],
 //! [`transport`], [`node`]; then [`kademlia`], [`gossip`], [`rpc`], [`discovery`],
-//! [`registry`] and the simulator [`sim`].
+//! [`registry`] and the simulator [`sim`]. [`metrics`] holds each node's Prometheus
+//! instruments.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod fuzzing;
 pub mod gossip;
 pub mod identity;
 pub mod kademlia;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod rpc;
@@ -27,6 +29,7 @@ pub mod wire;
 
 pub use address::{Multiaddr, MultiaddrError, Protocol as AddrProtocol};
 pub use identity::{Keypair, PeerId, PublicKey};
+pub use metrics::Metrics;
 pub use node::{Node, NodeConfig, NodeError, NodeEvent, NodeHandle};
 pub use wire::{Envelope, ProtocolId};
 
