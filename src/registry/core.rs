@@ -1127,22 +1127,23 @@ impl RegistryCore {
     /// Checks `record` (see [`SignedPackage::verify`]) with its publisher's key decoded
     /// once per key.
     fn verify(&mut self, wall: DateTime<Utc>, record: &SignedPackage) -> Result<(), RegistryError> {
-        let key = match self.keys.get(&record.publisher) {
-            Some(k) => *k,
-            None => {
-                let k = record.publisher.public_key().map_err(|e| {
-                    RegistryError::InvalidSignature {
-                        id: record.package.id.clone(),
-                        reason: format!("publisher key: {e}"),
+        let key =
+            match self.keys.get(&record.publisher) {
+                Some(k) => *k,
+                None => {
+                    let k = record.publisher.public_key().map_err(|e| {
+                        RegistryError::InvalidSignature {
+                            id: record.package.id.clone(),
+                            reason: format!("publisher key: {e}"),
+                        }
+                    })?;
+                    if self.keys.len() >= KEY_CACHE {
+                        self.keys.clear();
                     }
-                })?;
-                if self.keys.len() >= KEY_CACHE {
-                    self.keys.clear();
+                    self.keys.insert(record.publisher, k);
+                    k
                 }
-                self.keys.insert(record.publisher, k);
-                k
-            }
-        };
+            };
         record.verify_with(wall, &key)
     }
 
