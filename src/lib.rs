@@ -7,7 +7,9 @@
 //!
 //! Layers, bottom up (see `DESIGN.md`): [`identity`] and [`address`], [`wire`],
 //! [`transport`], [`node`]; then [`kademlia`], [`gossip`], [`rpc`], [`discovery`],
-//! [`registry`] and the simulator [`sim`]; [`gpack`] reads, packs and unpacks packages.
+//! [`registry`] and the simulator [`sim`]; [`gpack`] reads, packs and unpacks packages, and
+//! [`metrics`] holds each node's Prometheus instruments. [`daemon`] is the local control
+//! API of `ggen p2p start` and its client.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -21,6 +23,7 @@ pub mod gossip;
 pub mod gpack;
 pub mod identity;
 pub mod kademlia;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod rpc;
@@ -30,6 +33,7 @@ pub mod wire;
 
 pub use address::{Multiaddr, MultiaddrError, Protocol as AddrProtocol};
 pub use identity::{Keypair, PeerId, PublicKey};
+pub use metrics::Metrics;
 pub use node::{Node, NodeConfig, NodeError, NodeEvent, NodeHandle};
 pub use wire::{Envelope, ProtocolId};
 

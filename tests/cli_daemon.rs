@@ -241,6 +241,40 @@ fn publish_on_one_daemon_install_through_another_gives_the_same_tree() {
     let peers: serde_json::Value =
         serde_json::from_str(&ok(&b.run(&["peers", "--format", "json"]))).unwrap();
     assert_eq!(peers[0]["peer"].as_str(), a.addr.rsplit('/').next());
+
+    // The daemon's /metrics after that traffic: real values, and promtool accepts it.
+    let text = ureq::get(format!("http://{}/metrics", a.api()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let served = text
+        .lines()
+        .find(|l| l.starts_with("ggen_p2p_content_served_bytes_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("content served is exported");
+    let size = published["size"].as_f64().unwrap();
+    assert!(
+        served >= size,
+        "content served {served}, archive {size} bytes"
+    );
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package prometheus; .ci/run installs it)");
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A tar.gz with the entry `name` (written through the raw header, so that it really is

@@ -2,8 +2,9 @@
 //!
 //! `ggen p2p start` runs a registry node and, beside it, an HTTP server on loopback
 //! (`127.0.0.1:5001` by default) that speaks JSON: status, peers, search, package info,
-//! publish, content, deprecate, bootstrap, statistics, a health check and server-sent
-//! package updates. The short-lived CLI verbs (`ggen p2p publish`, `search`, `install`, …)
+//! publish, content, deprecate, bootstrap, statistics, a health check (`/healthz`),
+//! Prometheus metrics (`/metrics`, see [`crate::metrics`]) and server-sent package updates
+//! (`/api/v0/events`). The short-lived CLI verbs (`ggen p2p publish`, `search`, `install`, …)
 //! are clients of it: the node, its connections and the content it serves outlive them,
 //! the way Kubo's and radicle-node's CLIs talk to their daemons.
 //!

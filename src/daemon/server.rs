@@ -148,6 +148,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(events));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .nest(API_PREFIX, api)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
@@ -192,6 +193,7 @@ fn token_matches(headers: &HeaderMap, token: &str) -> bool {
 
 async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
+    // Health is always open; reads (metrics included) unless `auth_reads`.
     let open = path == "/healthz"
         || (matches!(*req.method(), Method::GET | Method::HEAD) && !st.auth_reads);
     if open || token_matches(req.headers(), &st.token) {
@@ -254,6 +256,15 @@ async fn status(State(st): State<Arc<AppState>>) -> ApiResult<Status> {
         content_held,
         data_dir: st.data_dir.as_ref().map(|d| d.display().to_string()),
     }))
+}
+
+/// Prometheus text format (0.0.4) of every instrument of the node.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::Metrics::TEXT_CONTENT_TYPE)],
+        st.registry.metrics_text(),
+    )
+        .into_response()
 }
 
 async fn stats(State(st): State<Arc<AppState>>) -> ApiResult<crate::NetworkStats> {

@@ -19,6 +19,7 @@ use super::{
     MessageId, PublishError, Rpc, ScoreSnapshot, Topic, Validation,
 };
 use crate::identity::PeerId;
+use crate::metrics::{GossipInstruments, Metrics, ScoreBand};
 use crate::node::{NodeError, NodeEvent, NodeHandle};
 use crate::transport::{Direction, SendError};
 use crate::wire::ProtocolId;
@@ -172,6 +173,9 @@ impl Gossip {
             blocked: BTreeSet::new(),
             rng,
             app_dropped: 0,
+            metrics: node.prometheus().clone(),
+            observed: Observed::default(),
+            mesh_topics: Vec::new(),
         };
         driver.resync();
         tokio::spawn(driver.run(cmd_rx, inbound, node_events));
@@ -266,6 +270,41 @@ struct Driver {
     blocked: BTreeSet<PeerId>,
     rng: rand::rngs::StdRng,
     app_dropped: u64,
+    metrics: Metrics,
+    /// The router's counters as last added to the Prometheus counters.
+    observed: Observed,
+    /// Topics whose mesh gauge is set.
+    mesh_topics: Vec<Topic>,
+}
+
+/// The router counters already counted in Prometheus (they only grow).
+#[derive(Default)]
+struct Observed {
+    published: u64,
+    delivered: u64,
+    duplicates: u64,
+    rejected: u64,
+    forwarded: u64,
+    dropped: u64,
+}
+
+impl Observed {
+    /// Adds what the router counted since the last call: a few subtractions, no lock.
+    fn catch_up(&mut self, m: &GossipMetrics, g: &GossipInstruments) {
+        let step = |now: u64, last: &mut u64, c: &prometheus_client::metrics::counter::Counter| {
+            if now > *last {
+                c.inc_by(now - *last);
+            }
+            *last = now;
+        };
+        step(m.published, &mut self.published, &g.published);
+        step(m.delivered, &mut self.delivered, &g.delivered);
+        step(m.duplicates, &mut self.duplicates, &g.duplicates);
+        step(m.rejected, &mut self.rejected, &g.rejected);
+        step(m.forwarded, &mut self.forwarded, &g.forwarded);
+        let dropped = m.dropped_forwards + m.dropped_publishes + m.dropped_control;
+        step(dropped, &mut self.dropped, &g.dropped);
+    }
 }
 
 impl Driver {
@@ -318,7 +357,11 @@ impl Driver {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = timer.as_mut() => {
+                    let beat = self.router.next_heartbeat();
                     self.router.on_timeout(now(), &mut self.rng);
+                    if self.router.next_heartbeat() != beat {
+                        self.refresh_gauges();
+                    }
                 }
                 _ = tokio::time::sleep(RETRY_BLOCKED), if retry => {
                     let blocked = std::mem::take(&mut self.blocked);
@@ -435,6 +478,7 @@ impl Driver {
                             };
                             if tx.try_send(r).is_err() {
                                 self.app_dropped += 1;
+                                self.metrics.gossip().app_dropped.inc();
                             }
                         }
                     }
@@ -459,6 +503,32 @@ impl Driver {
         }
         let ready = self.router.take_ready();
         self.flush(ready.into_iter());
+        self.observed
+            .catch_up(self.router.metrics(), self.metrics.gossip());
+    }
+
+    /// The snapshot gauges, at each heartbeat: mesh size per subscribed topic and peers
+    /// per score band.
+    fn refresh_gauges(&mut self) {
+        let g = self.metrics.gossip();
+        let topics: Vec<Topic> = self.router.subscriptions().cloned().collect();
+        for t in &topics {
+            g.set_mesh(t.as_str(), self.router.mesh_peers(t).len());
+        }
+        for old in &self.mesh_topics {
+            if !topics.contains(old) {
+                g.remove_mesh(old.as_str());
+            }
+        }
+        self.mesh_topics = topics;
+        let (t, thresholds) = (now(), &self.router.config().score_thresholds);
+        let mut bands = [0i64; 5];
+        for p in self.router.peers() {
+            bands[ScoreBand::of(self.router.peer_score(t, &p), thresholds) as usize] += 1;
+        }
+        for (gauge, n) in g.score_bands.iter().zip(bands) {
+            gauge.set(n);
+        }
     }
 
     /// Moves queued RPCs into connections until each is empty or its connection is full.

@@ -19,6 +19,7 @@ use super::{
     QueryError, QueryId, QueryOutcome, QueryStats, Record, RecordValidator, RoutingTableSnapshot,
 };
 use crate::identity::PeerId;
+use crate::metrics::{DhtKind, DhtOutcome, Metrics};
 use crate::node::{NodeError, NodeHandle};
 use crate::wire::ProtocolId;
 
@@ -168,6 +169,7 @@ impl Dht {
             failed_tx,
             sink,
             rng: rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            metrics: node.prometheus().clone(),
         };
         if has_bootstrap {
             let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
@@ -352,6 +354,33 @@ struct Driver {
     failed_tx: mpsc::UnboundedSender<(PeerId, Message)>,
     rng: rand::rngs::StdRng,
     sink: Option<mpsc::UnboundedSender<Persisted>>,
+    metrics: Metrics,
+}
+
+/// The metric labels of a finished query.
+fn query_labels(outcome: &QueryOutcome) -> (DhtKind, DhtOutcome) {
+    let of = |e: &QueryError| match e {
+        QueryError::Timeout => DhtOutcome::Timeout,
+        QueryError::NotFound => DhtOutcome::NotFound,
+        QueryError::QuorumFailed { .. } => DhtOutcome::QuorumFailed,
+        QueryError::NoPeers => DhtOutcome::NoPeers,
+    };
+    let res = |r: Result<(), &QueryError>| r.map_or_else(of, |()| DhtOutcome::Ok);
+    match outcome {
+        QueryOutcome::ClosestPeers(p) => (
+            DhtKind::FindNode,
+            if p.is_empty() {
+                DhtOutcome::NotFound
+            } else {
+                DhtOutcome::Ok
+            },
+        ),
+        QueryOutcome::GetRecord(r) => (DhtKind::GetRecord, res(r.as_ref().map(|_| ()))),
+        QueryOutcome::PutRecord(r) => (DhtKind::PutRecord, res(r.as_ref().map(|_| ()))),
+        QueryOutcome::StartProviding(r) => (DhtKind::Provide, res(r.as_ref().map(|_| ()))),
+        QueryOutcome::GetProviders(r) => (DhtKind::GetProviders, res(r.as_ref().map(|_| ()))),
+        QueryOutcome::Bootstrap(r) => (DhtKind::Bootstrap, res(r.as_ref().map(|_| ()))),
+    }
 }
 
 impl Driver {
@@ -362,6 +391,10 @@ impl Driver {
         mut failed_rx: mpsc::UnboundedReceiver<(PeerId, Message)>,
         mut node_events: broadcast::Receiver<crate::node::NodeEvent>,
     ) {
+        self.metrics
+            .dht()
+            .routing_table
+            .set(self.core.table_len() as i64);
         self.drain();
         loop {
             let deadline = tokio::time::Instant::from_std(self.core.next_timeout());
@@ -454,9 +487,17 @@ impl Driver {
                             outcome,
                             stats,
                         } => {
+                            let (kind, result) = query_labels(outcome);
+                            self.metrics.dht().query(kind, result, stats.duration);
                             if let Some(w) = self.waiters.remove(query) {
                                 let _ = w.reply.send((outcome.clone(), stats.clone()));
                             }
+                        }
+                        KadEvent::PeerAdded(_) | KadEvent::PeerRemoved(_) => {
+                            self.metrics
+                                .dht()
+                                .routing_table
+                                .set(self.core.table_len() as i64);
                         }
                         _ => {}
                     }

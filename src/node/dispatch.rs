@@ -14,6 +14,7 @@ use super::metrics::{Counters, inc};
 use super::{InboundMessage, NodeEvent, PING_PROTOCOL};
 use crate::address::Multiaddr;
 use crate::identity::{Keypair, PeerId};
+use crate::metrics::{Metrics, transport_index};
 use crate::transport::{ConnectionHandle, ConnectionInfo, InboundSink};
 use crate::wire::{Envelope, EnvelopeRef, ProtocolId};
 
@@ -59,12 +60,14 @@ pub(crate) struct Shared {
     pub(crate) addresses: DashMap<PeerId, Vec<Multiaddr>>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) counters: Counters,
+    /// The node's Prometheus instruments (shared with the layers above).
+    pub(crate) metrics: Metrics,
     pub(crate) pings: DashMap<u64, oneshot::Sender<()>>,
     pub(crate) ping_header: Bytes,
 }
 
 impl Shared {
-    pub(crate) fn new(keypair: Keypair) -> Self {
+    pub(crate) fn new(keypair: Keypair, metrics: Metrics) -> Self {
         let local_peer = keypair.peer_id();
         let ping = ProtocolId::new(PING_PROTOCOL, 1)
             .unwrap_or_else(|_| unreachable!("PING_PROTOCOL is a valid protocol name"));
@@ -77,6 +80,7 @@ impl Shared {
             addresses: DashMap::new(),
             events: broadcast::channel(1024).0,
             counters: Counters::default(),
+            metrics,
             pings: DashMap::new(),
             ping_header: Envelope::encode_header(&ping),
         }
@@ -168,6 +172,8 @@ impl InboundSink for Dispatcher {
         }
         inc(&shared.counters.messages_received, 1);
         inc(&shared.counters.bytes_received, payload.len() as u64);
+        shared.metrics.net().received_bytes[transport_index(conn.kind)]
+            .inc_by(payload.len() as u64);
         let msg = InboundMessage {
             peer: conn.remote_peer,
             protocol,

@@ -15,6 +15,7 @@ use super::metrics::inc;
 use super::{NodeConfig, NodeError, NodeEvent};
 use crate::address::Multiaddr;
 use crate::identity::PeerId;
+use crate::metrics::{direction_index, transport_index};
 use crate::transport::{
     CloseReason, Connection, Direction, Incoming, Listener, Transport, TransportError,
 };
@@ -303,7 +304,12 @@ impl EventLoop {
         let transport = self.transport.clone();
         let tx = self.internal_tx.clone();
         let timeout = self.config.connection_timeout;
+        if let Some(k) = addr.transport_kind() {
+            self.shared.metrics.net().dials[transport_index(k)].inc();
+        }
+        let metrics = self.shared.metrics.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = match tokio::time::timeout(timeout, transport.dial(&addr)).await {
                 Ok(r) => r.map_err(NodeError::from),
                 Err(_) => Err(NodeError::ConnectionTimeout {
@@ -311,6 +317,13 @@ impl EventLoop {
                     secs: timeout.as_secs_f64(),
                 }),
             };
+            if let Ok(c) = &result {
+                let (d, t) = (
+                    direction_index(Direction::Outbound),
+                    transport_index(c.info().kind),
+                );
+                metrics.net().handshake[d][t].observe(started.elapsed().as_secs_f64());
+            }
             let _ = tx.send(Internal::Dialed {
                 dial_id,
                 addr,
@@ -331,6 +344,7 @@ impl EventLoop {
                     }
                     Err(e) => {
                         inc(&self.shared.counters.handshake_failures, 1);
+                        self.shared.metrics.net().handshake_failures.inc();
                         tracing::debug!(%remote, "inbound handshake failed: {e}");
                         self.shared.emit(NodeEvent::InboundFailed {
                             addr: remote,
@@ -372,6 +386,9 @@ impl EventLoop {
                     }
                     Err(e) => {
                         inc(&self.shared.counters.dial_failures, 1);
+                        if let Some(k) = addr.transport_kind() {
+                            self.shared.metrics.net().dial_errors[transport_index(k)].inc();
+                        }
                         tracing::debug!(%addr, "dial failed: {e}");
                         self.shared.emit(NodeEvent::DialFailed {
                             addr: addr.clone(),
@@ -466,8 +483,17 @@ impl EventLoop {
         }
         self.pending_inbound += 1;
         let tx = self.internal_tx.clone();
+        let metrics = self.shared.metrics.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = inc.upgrade().await;
+            if let Ok(c) = &result {
+                let (d, t) = (
+                    direction_index(Direction::Inbound),
+                    transport_index(c.info().kind),
+                );
+                metrics.net().handshake[d][t].observe(started.elapsed().as_secs_f64());
+            }
             let _ = tx.send(Internal::Upgraded { result, ip, remote });
         });
     }
@@ -497,10 +523,16 @@ impl EventLoop {
         self.running.insert(info.id, Conn { ip });
         let tx = self.internal_tx.clone();
         let id = info.id;
+        // Counted open from here until its driver ends (the guard goes with the callback).
+        let open = OpenConnection::new(
+            &self.shared.metrics.net().connections_open[direction_index(info.direction)]
+                [transport_index(info.kind)],
+        );
         // Published before it runs: a handler answering the first inbound message must find
         // this connection, or it would dial a second one.
         let (handle, start) =
             conn.spawn_paused(Arc::new(Dispatcher(self.shared.clone())), move |reason| {
+                drop(open);
                 let _ = tx.send(Internal::Closed { peer, id, reason });
             });
         let pc = Arc::new(PeerConn::new(handle));
@@ -596,6 +628,25 @@ impl EventLoop {
 
 fn inc_refused(this: &EventLoop) {
     inc(&this.shared.counters.inbound_refused, 1);
+    this.shared.metrics.net().inbound_refused.inc();
+}
+
+/// One connection in the `connections_open` gauge: counted while this lives. It moves into
+/// the connection's close callback, so it ends when the connection does (or when the
+/// callback is dropped unrun, the runtime shutting down).
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(g: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

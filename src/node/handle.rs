@@ -10,6 +10,7 @@ use super::metrics::inc;
 use super::{NodeConfig, NodeError, NodeEvent, NodeMetrics};
 use crate::address::Multiaddr;
 use crate::identity::{Keypair, PeerId};
+use crate::metrics::{Metrics, transport_index};
 use crate::transport::{ConnectionInfo, SendError, Transport};
 use crate::wire::{Envelope, ProtocolId};
 
@@ -34,9 +35,19 @@ impl Node {
     /// Binds every listen address, starts the event loop and returns its handle. Bootstrap
     /// peers are dialed right away, in the background.
     pub async fn spawn(keypair: Keypair, config: NodeConfig) -> Result<NodeHandle, NodeError> {
+        Self::spawn_with_metrics(keypair, config, Metrics::new()).await
+    }
+
+    /// [`Node::spawn`], recording into `metrics`: the node and every layer started on it
+    /// (DHT, gossip, RPC, content) observe into it ([`NodeHandle::prometheus`]).
+    pub async fn spawn_with_metrics(
+        keypair: Keypair,
+        config: NodeConfig,
+        metrics: Metrics,
+    ) -> Result<NodeHandle, NodeError> {
         config.validate().map_err(NodeError::Config)?;
         let transport = Transport::new(&keypair, config.transport.clone())?;
-        let shared = Arc::new(Shared::new(keypair.clone()));
+        let shared = Arc::new(Shared::new(keypair.clone(), metrics));
         let mut listeners = Vec::new();
         for addr in &config.listen {
             let l = transport.listen(addr).await?;
@@ -209,6 +220,7 @@ impl NodeHandle {
         pc.touch_app();
         inc(&self.shared.counters.messages_sent, 1);
         inc(&self.shared.counters.bytes_sent, len);
+        self.shared.metrics.net().sent_bytes[transport_index(pc.handle.info().kind)].inc_by(len);
         Ok(())
     }
 
@@ -263,6 +275,7 @@ impl NodeHandle {
         pc.touch_app();
         inc(&self.shared.counters.messages_sent, 1);
         inc(&self.shared.counters.bytes_sent, len);
+        self.shared.metrics.net().sent_bytes[transport_index(pc.handle.info().kind)].inc_by(len);
         Ok(())
     }
 
@@ -343,6 +356,11 @@ impl NodeHandle {
     /// Subscribes to connection events from now on.
     pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// The Prometheus instruments this node (and every layer on it) records into.
+    pub fn prometheus(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// Counters since start.

@@ -197,10 +197,17 @@ async fn run(
     for p in s.node.connected_peers() {
         core.handle_connected(now(), p);
     }
+    let metrics = s.node.prometheus().clone();
     loop {
         while let Some(e) = core.poll_effect() {
             carry_out(&mut core, &s, &me, &announcer, &mut waiting, e);
         }
+        // Two relaxed stores per turn: the sizes are kept in the core's maps.
+        metrics
+            .registry()
+            .catalogue
+            .set(core.catalogue_len() as i64);
+        metrics.registry().records.set(core.len() as i64);
         let wake = core
             .poll_timeout()
             .map(tokio::time::Instant::from_std)

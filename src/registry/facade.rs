@@ -42,6 +42,7 @@ use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryMethod};
 use crate::gossip::{Gossip, Topic};
 use crate::identity::{Keypair, PeerId};
 use crate::kademlia::{Dht, DhtError, DhtPersistence, Persisted, QueryError, Record};
+use crate::metrics::Metrics;
 use crate::node::{Node, NodeConfig, NodeHandle};
 use crate::rpc::Rpc;
 use crate::rpc::content::{ContentError, ContentHash, ContentService, ContentSource};
@@ -65,6 +66,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 #[derive(Clone, Debug, Default)]
 pub struct P2PRegistryBuilder {
     config: P2PConfig,
+    metrics: Option<Metrics>,
 }
 
 impl P2PRegistryBuilder {
@@ -103,6 +105,13 @@ impl P2PRegistryBuilder {
         self
     }
 
+    /// Records into `metrics` (default: a fresh [`Metrics`] of the registry's own). Every
+    /// layer of the node records into it, across stops and starts.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Validates the configuration and loads (or creates) the identity.
     pub fn build(self) -> Result<P2PRegistry> {
         self.config.validate().map_err(RegistryError::Config)?;
@@ -134,6 +143,7 @@ impl P2PRegistryBuilder {
             listen: Mutex::new(Vec::new()),
             events,
             shared: Arc::new(Shared::default()),
+            metrics: self.metrics.unwrap_or_default(),
         })
     }
 }
@@ -205,6 +215,7 @@ pub struct P2PRegistry {
     listen: Mutex<Vec<String>>,
     events: broadcast::Sender<PackageUpdate>,
     shared: Arc<Shared>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for P2PRegistry {
@@ -259,6 +270,41 @@ impl P2PRegistry {
     /// Whether the registry is running.
     pub async fn is_running(&self) -> bool {
         self.running.lock().await.is_some()
+    }
+
+    /// The Prometheus instruments this registry and its node record into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric in the Prometheus text format (0.0.4), for a daemon to serve on
+    /// `/metrics` with the content type [`Metrics::TEXT_CONTENT_TYPE`]
+    /// (`text/plain; version=0.0.4; charset=utf-8`); [`P2PRegistry::metrics`] gives the
+    /// handle, whose [`Metrics::encode_openmetrics`] serves a scraper asking for
+    /// OpenMetrics. The list and meaning of each metric is in [`crate::metrics`]. Works
+    /// running or stopped (a stopped node reports its counters and no open connection).
+    pub fn metrics_text(&self) -> String {
+        self.refresh_scraped_gauges();
+        self.metrics.encode_text()
+    }
+
+    /// [`P2PRegistry::metrics_text`] in the OpenMetrics text format (content type
+    /// [`Metrics::OPENMETRICS_CONTENT_TYPE`]).
+    pub fn metrics_openmetrics(&self) -> String {
+        self.refresh_scraped_gauges();
+        self.metrics.encode_openmetrics()
+    }
+
+    /// The gauges read at scrape time: the store's size on disk.
+    fn refresh_scraped_gauges(&self) {
+        let size = self
+            .shared
+            .store
+            .read()
+            .ok()
+            .and_then(|s| s.as_ref().and_then(|s| s.db_file_size()))
+            .unwrap_or(0);
+        self.metrics.registry().store_size.set(size as i64);
     }
 
     /// A stream of package updates (publishes seen by this node, own and others').
@@ -326,23 +372,28 @@ impl P2PRegistry {
             .map_err(|e| RegistryError::Storage(e.to_string()))??;
         }
         let writer = match &store {
-            Some(s) => Some(Arc::new(StoreWriter::spawn(s.clone()).map_err(|e| {
-                RegistryError::Storage(format!("cannot start the store writer: {e}"))
-            })?)),
+            Some(s) => Some(Arc::new(
+                StoreWriter::spawn(s.clone(), self.metrics.clone()).map_err(|e| {
+                    RegistryError::Storage(format!("cannot start the store writer: {e}"))
+                })?,
+            )),
             None => None,
         };
         if let Ok(mut s) = self.shared.store.write() {
             *s = store.clone();
         }
-        let node = match Node::spawn(self.keypair.clone(), node_config).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.detach_store(writer).await;
-                return Err(RegistryError::Network(format!(
-                    "cannot start the node: {e}"
-                )));
-            }
-        };
+        let node =
+            match Node::spawn_with_metrics(self.keypair.clone(), node_config, self.metrics.clone())
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    self.detach_store(writer).await;
+                    return Err(RegistryError::Network(format!(
+                        "cannot start the node: {e}"
+                    )));
+                }
+            };
         let persistence = match &store {
             Some(s) => match self.dht_persistence(s.clone()).await {
                 Ok(p) => Some(p),
@@ -633,6 +684,7 @@ impl P2PRegistry {
         if let Ok(mut l) = self.listen.lock() {
             l.clear();
         }
+        self.metrics.clear_snapshots();
         Ok(())
     }
 
@@ -1198,6 +1250,7 @@ impl P2PRegistry {
     /// Hands a publish to the core and waits until it is durable and announced.
     async fn publish_record(&self, package: Package, deprecated: bool) -> Result<Package> {
         let core = self.core().await?;
+        let started = Instant::now();
         let record = core
             .ask(|reply| Command::Publish {
                 package,
@@ -1205,6 +1258,11 @@ impl P2PRegistry {
                 reply,
             })
             .await??;
+        // The core answers once the record's store write is durable.
+        self.metrics
+            .registry()
+            .publish_durable
+            .observe(started.elapsed().as_secs_f64());
         Ok(record.package.clone())
     }
 

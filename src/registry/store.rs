@@ -464,6 +464,11 @@ impl Store {
         &self.dir
     }
 
+    /// Size in bytes of the database file (`None` if it cannot be read).
+    pub fn db_file_size(&self) -> Option<u64> {
+        fs::metadata(self.dir.join(DB_FILE)).ok().map(|m| m.len())
+    }
+
     /// Where the identity key lives: `<dir>/identity.key`.
     pub fn identity_path(&self) -> PathBuf {
         self.dir.join(IDENTITY_FILE)

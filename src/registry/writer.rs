@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::store::{Batch, Store};
+use crate::metrics::Metrics;
 
 /// Most operations merged into one transaction.
 const MAX_MERGED_OPS: usize = 8192;
@@ -75,13 +76,14 @@ pub(crate) struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Starts the writer thread for `store`.
-    pub(crate) fn spawn(store: Arc<Store>) -> std::io::Result<StoreWriter> {
+    /// Starts the writer thread for `store`; each transaction's duration goes to
+    /// `metrics`.
+    pub(crate) fn spawn(store: Arc<Store>, metrics: Metrics) -> std::io::Result<StoreWriter> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ggen-store-writer".into())
-            .spawn(move || run(&store, &theirs))?;
+            .spawn(move || run(&store, &theirs, &metrics))?;
         Ok(StoreWriter {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -137,7 +139,7 @@ impl Drop for StoreWriter {
     }
 }
 
-fn run(store: &Store, shared: &Shared) {
+fn run(store: &Store, shared: &Shared, metrics: &Metrics) {
     loop {
         let jobs = {
             let mut q = shared.lock();
@@ -166,16 +168,25 @@ fn run(store: &Store, shared: &Shared) {
             q.urgent = false;
             std::mem::take(&mut q.jobs)
         };
-        write(store, jobs);
+        write(store, jobs, metrics);
     }
 }
 
 /// Writes `jobs` in one durable transaction; if that fails, one by one, so that one bad
 /// batch fails only its own caller.
-fn write(store: &Store, mut jobs: Vec<Job>) {
+fn write(store: &Store, mut jobs: Vec<Job>, metrics: &Metrics) {
+    let apply = |batch: &Batch| {
+        let started = Instant::now();
+        let r = store.apply(batch);
+        metrics
+            .registry()
+            .store_write
+            .observe(started.elapsed().as_secs_f64());
+        r
+    };
     if jobs.len() == 1 {
         let job = jobs.remove(0);
-        finish(job.done, store.apply(&job.batch));
+        finish(job.done, apply(&job.batch));
         return;
     }
     let mut merged = Batch::new();
@@ -183,7 +194,7 @@ fn write(store: &Store, mut jobs: Vec<Job>) {
         let mut copy = j.batch.clone();
         merged.append(&mut copy);
     }
-    match store.apply(&merged) {
+    match apply(&merged) {
         Ok(()) => {
             for j in jobs {
                 finish(j.done, Ok(()));
@@ -192,7 +203,7 @@ fn write(store: &Store, mut jobs: Vec<Job>) {
         Err(e) => {
             tracing::warn!("merged store write failed ({e}); writing batch by batch");
             for j in jobs {
-                finish(j.done, store.apply(&j.batch));
+                finish(j.done, apply(&j.batch));
             }
         }
     }
@@ -228,7 +239,7 @@ mod tests {
     async fn held_writes_go_out_with_a_durable_one_and_on_close() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let writer = StoreWriter::spawn(store.clone()).unwrap();
+        let writer = StoreWriter::spawn(store.clone(), Metrics::new()).unwrap();
         for i in 0..50 {
             assert!(writer.submit(record_batch(i)));
         }

@@ -74,6 +74,7 @@ use super::driver::{HandlerError, HandlerFuture, RawHandler, Rpc};
 use super::error::RpcError;
 use super::message::ProtocolName;
 use crate::identity::PeerId;
+use crate::metrics::Metrics;
 
 /// The content protocol's name.
 pub const PROTOCOL_NAME: &str = "/ggen/content";
@@ -510,6 +511,8 @@ struct Counters {
     providers_dropped: AtomicU64,
     fetches_ok: AtomicU64,
     fetches_failed: AtomicU64,
+    /// The node's Prometheus instruments for the same events.
+    prometheus: Option<Metrics>,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -554,7 +557,10 @@ impl ContentService {
             rpc: rpc.clone(),
             config,
             served: DashMap::new(),
-            counters: Counters::default(),
+            counters: Counters {
+                prometheus: Some(rpc.node().prometheus().clone()),
+                ..Counters::default()
+            },
         });
         // The handler holds a weak reference: the RPC driver keeps handlers alive, and the
         // service must not keep its own RPC service alive through them.
@@ -711,6 +717,15 @@ impl ContentService {
             },
             1,
         );
+        if let Some(m) = &c.prometheus {
+            let m = m.content();
+            if r.is_ok() {
+                &m.fetches_ok
+            } else {
+                &m.fetches_failed
+            }
+            .inc();
+        }
     }
 
     async fn fetch_into(
@@ -1089,6 +1104,9 @@ impl<'a> Download<'a> {
                     self.done_count += 1;
                     self.done_bytes += u64::from(len);
                     add(&counters.bytes_accepted, u64::from(len));
+                    if let Some(m) = &counters.prometheus {
+                        m.content().fetched_bytes.inc_by(u64::from(len));
+                    }
                     self.report_progress();
                     self.whole
                         .arrived(c, bytes, sink, &self.done, manifest)
@@ -1307,6 +1325,9 @@ async fn handle(inner: Weak<Inner>, _peer: PeerId, bytes: Bytes) -> Result<Bytes
                 .map_err(|e| HandlerError::Failed(format!("cannot read {hash}: {e}")))?;
             add(&inner.counters.chunks_served, 1);
             add(&inner.counters.bytes_served, u64::from(len));
+            if let Some(m) = &inner.counters.prometheus {
+                m.content().served_bytes.inc_by(u64::from(len));
+            }
             Ok(data)
         }
     }

@@ -22,6 +22,7 @@ use super::core::{Action, Reputation, RequestId, RpcCore, RpcMetrics};
 use super::error::RpcError;
 use super::message::{EncodedFrame, ProtocolName};
 use crate::identity::PeerId;
+use crate::metrics::{Metrics, RpcOutcome, RpcProtocolMetrics};
 use crate::node::{InboundMessage, NodeError, NodeEvent, NodeHandle};
 use crate::transport::SendError;
 use crate::wire::ProtocolId;
@@ -149,6 +150,8 @@ impl Rpc {
             handlers: HashMap::new(),
             waiting: HashMap::new(),
             running: HashMap::new(),
+            metrics: node.prometheus().clone(),
+            protocol_metrics: HashMap::new(),
             cmd: cmd.clone(),
         };
         tokio::spawn(driver.run(cmd_rx, inbound, node.events()));
@@ -327,9 +330,35 @@ struct Driver {
     node: NodeHandle,
     protocol: ProtocolId,
     handlers: HashMap<ProtocolName, RawHandler>,
-    waiting: HashMap<RequestId, oneshot::Sender<Result<Bytes, RpcError>>>,
+    waiting: HashMap<RequestId, Waiting>,
     running: HashMap<(PeerId, u64), AbortHandle>,
     cmd: mpsc::UnboundedSender<Command>,
+    metrics: Metrics,
+    /// Each protocol's instruments, made the first time we send a request under it.
+    protocol_metrics: HashMap<ProtocolName, Arc<RpcProtocolMetrics>>,
+}
+
+/// A request of ours in flight.
+struct Waiting {
+    reply: oneshot::Sender<Result<Bytes, RpcError>>,
+    started: Instant,
+    metrics: Arc<RpcProtocolMetrics>,
+}
+
+/// The metric outcome of a finished request.
+fn outcome(r: &Result<Bytes, RpcError>) -> RpcOutcome {
+    match r {
+        Ok(_) => RpcOutcome::Ok,
+        Err(RpcError::Timeout { .. }) => RpcOutcome::Timeout,
+        Err(
+            RpcError::Busy(_)
+            | RpcError::RateLimited(_)
+            | RpcError::UnsupportedProtocol(_)
+            | RpcError::LocalLimit { .. },
+        ) => RpcOutcome::Refused,
+        Err(RpcError::Dial { .. } | RpcError::ConnectionClosed { .. }) => RpcOutcome::Unreachable,
+        Err(_) => RpcOutcome::Error,
+    }
 }
 
 impl Driver {
@@ -418,28 +447,44 @@ impl Driver {
                 limits,
                 reply,
             } => {
+                let metrics = match self.protocol_metrics.get(&protocol) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(self.metrics.rpc().protocol(&protocol.to_string()));
+                        self.protocol_metrics.insert(protocol.clone(), m.clone());
+                        m
+                    }
+                };
+                let started = Instant::now();
                 if reply.is_closed() {
+                    metrics.finished(RpcOutcome::Cancelled, Duration::ZERO);
                     return;
                 }
-                match self.core.request(
-                    Instant::now(),
-                    id,
-                    peer,
-                    protocol,
-                    payload,
-                    timeout,
-                    limits,
-                ) {
+                match self
+                    .core
+                    .request(started, id, peer, protocol, payload, timeout, limits)
+                {
                     Ok(()) => {
-                        self.waiting.insert(id, reply);
+                        self.waiting.insert(
+                            id,
+                            Waiting {
+                                reply,
+                                started,
+                                metrics,
+                            },
+                        );
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        let r = Err(e);
+                        metrics.finished(outcome(&r), started.elapsed());
+                        let _ = reply.send(r);
                     }
                 }
             }
             Command::Cancel(id) => {
-                self.waiting.remove(&id);
+                if let Some(w) = self.waiting.remove(&id) {
+                    w.metrics.finished(RpcOutcome::Cancelled, Duration::ZERO);
+                }
                 self.core.cancel(id);
             }
             Command::SendFailed(id, e) => self.core.send_failed(id, e),
@@ -507,8 +552,9 @@ impl Driver {
                     }
                 }
                 Action::Complete { id, result } => {
-                    if let Some(tx) = self.waiting.remove(&id) {
-                        let _ = tx.send(result);
+                    if let Some(w) = self.waiting.remove(&id) {
+                        w.metrics.finished(outcome(&result), w.started.elapsed());
+                        let _ = w.reply.send(result);
                     }
                 }
             }
