@@ -489,21 +489,17 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = st.registry.events();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(u) => {
-                    let ev = Event::default()
-                        .event("update")
-                        .json_data(&u)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable update"));
-                    return Some((Ok(ev), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        let ev = match rx.recv().await {
+            Ok(u) => Event::default()
+                .event("update")
+                .json_data(&u)
+                .unwrap_or_else(|_| Event::default().comment("unencodable update")),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(ev), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -949,7 +949,7 @@ impl P2PRegistry {
                 rtt_ms: rtt.map(|d| d.as_secs_f64() * 1000.0),
             });
         }
-        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out.sort_by_key(|p| p.peer);
         Ok(out)
     }
 
