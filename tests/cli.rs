@@ -33,6 +33,8 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
             "--listen",
             "/ip4/127.0.0.1/udp/0/quic-v1",
             "--no-mdns",
+            "--api",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(data_dir)

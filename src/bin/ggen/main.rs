@@ -117,7 +117,7 @@ enum P2p {
 struct DataDirArg {
     /// Directory holding the node's identity (`identity.key`), package store and content
     /// [default: the user's data directory, e.g. ~/.local/share/ggen-p2p].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "GGEN_P2P_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
 
@@ -125,11 +125,21 @@ struct DataDirArg {
 struct StartArgs {
     /// Address to listen on; repeat for several. [default: /ip4/0.0.0.0/tcp/4001 and
     /// /ip4/0.0.0.0/udp/4001/quic-v1, or `network.listen_addresses` of --config]
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "GGEN_P2P_LISTEN",
+        value_delimiter = ','
+    )]
     listen: Vec<Multiaddr>,
     /// Bootstrap peer to dial and keep connected, as <multiaddr>/p2p/<PeerId>; repeatable.
     /// Added to the config file's `bootstrap.nodes`.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "GGEN_P2P_BOOTSTRAP",
+        value_delimiter = ','
+    )]
     bootstrap: Vec<Multiaddr>,
     /// Configuration file (TOML) holding a `P2PConfig`: optional tables `[network]`
     /// (listen_addresses, protocols, max_connections, connection_timeout, idle_timeout),
@@ -138,27 +148,37 @@ struct StartArgs {
     /// replication_factor, …), `[gossipsub]` (mesh_n, heartbeat_interval, …) and
     /// `[registry]` (data_dir, catalogue, sync_interval, replicate_content, …). Durations
     /// are seconds. Unknown keys are refused. Flags override the file.
-    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        verbatim_doc_comment,
+        env = "GGEN_P2P_CONFIG"
+    )]
     config: Option<PathBuf>,
     /// Maximum number of connections [default: 100].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "GGEN_P2P_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// Do not announce or discover peers with mDNS on the local network.
-    #[arg(long)]
+    #[arg(long, env = "GGEN_P2P_NO_MDNS")]
     no_mdns: bool,
     /// Fetch, keep and serve the content of every package this node admits (a seeder:
     /// content published by short-lived nodes stays available after they leave).
-    #[arg(long)]
+    #[arg(long, env = "GGEN_P2P_REPLICATE_CONTENT")]
     replicate_content: bool,
     /// Address of the local control API (HTTP, JSON) that the CLI verbs use
     /// [default: 127.0.0.1:5001].
-    #[arg(long, value_name = "ADDR", conflicts_with = "no_api")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with = "no_api",
+        env = "GGEN_P2P_API"
+    )]
     api: Option<std::net::SocketAddr>,
     /// Run without the control API (the CLI verbs then cannot reach this node).
-    #[arg(long)]
+    #[arg(long, env = "GGEN_P2P_NO_API")]
     no_api: bool,
     /// Require the API token for reads too, not only for changes.
-    #[arg(long)]
+    #[arg(long, env = "GGEN_P2P_API_AUTH_READS")]
     api_auth_reads: bool,
     #[command(flatten)]
     data: DataDirArg,

@@ -27,10 +27,10 @@ pub enum Format {
 pub struct ClientArgs {
     /// The daemon's data directory, where it wrote its API address and token
     /// [default: the user's data directory, e.g. ~/.local/share/ggen-p2p].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "GGEN_P2P_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The daemon's API address (host:port), instead of the one in the data directory.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "GGEN_P2P_API")]
     pub api: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
